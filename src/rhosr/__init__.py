@@ -1,0 +1,20 @@
+"""rhosr: electron densities at DFT quality from a 3D super-resolution network."""
+
+__version__ = "0.1.0"
+
+from .molecule import InputError, Molecule, load_molecule, load_molecules  # noqa: E402
+from .grid import Grid, box_for  # noqa: E402
+from .density import Density, read_density, write_density  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "InputError",
+    "Molecule",
+    "load_molecule",
+    "load_molecules",
+    "Grid",
+    "box_for",
+    "Density",
+    "read_density",
+    "write_density",
+]

@@ -1,0 +1,315 @@
+"""The ``rhosr`` command: thin argument parsing over the library.
+
+Every subcommand is a pair ``_add_<name>(subparsers)`` / ``_run_<name>(args)``.
+User errors (bad input, unreadable files) print one line on stderr and exit
+with status 2; nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .molecule import DEFAULT_MAX_VOXELS, InputError
+
+STRUCTURE_HELP = (
+    "structure: a file ASE reads (xyz, extxyz, pdb, sdf, cif, ...; every frame), "
+    "smiles:<SMILES>, qm9:<index> or qm9:<first>-<last>"
+)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_structure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--charge", type=int, default=None,
+                   help="net charge of every molecule (default: 0, or the file's)")
+    p.add_argument("--spin", type=int, default=None,
+                   help="2S, unpaired electrons (default: lowest consistent with the electron count)")
+    p.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
+                   help="refuse boxes whose fine mesh has more points than this")
+
+
+def _output_paths(ids, out, ext: str, default_dir: str = ".") -> list[Path]:
+    """One input: OUT is the file; several: OUT is a directory of <id>.<ext>."""
+    if len(ids) == 1 and out is not None and not Path(out).is_dir():
+        return [Path(out)]
+    folder = Path(out if out is not None else default_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [folder / f"{i}.{ext}" for i in ids]
+
+
+def _sidecar(path: Path, info: dict) -> Path:
+    """Write ``info`` as JSON beside a density file: a.sad.npy -> a.json."""
+    side = path.with_name(path.name.split(".")[0] + ".json")
+    side.write_text(json.dumps(info, indent=1))
+    return side
+
+
+# ---------------------------------------------------------------- sad
+
+
+def _add_sad(sub) -> None:
+    p = sub.add_parser(
+        "sad", formatter_class=_Formatter,
+        help="superposition of atomic densities (the network's input) on the published mesh",
+        description="Write the SAD density of a structure: neutral GTH-PBE atoms in gth-szv, "
+                    "summed over atoms and periodic images and normalised to the valence "
+                    "electron count minus the charge, on the published box.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=STRUCTURE_HELP)
+    p.add_argument("-o", "--output", help="output file (one molecule) or directory (several)")
+    p.add_argument("--mesh", choices=("coarse", "fine"), default="coarse",
+                   help="coarse: network input mesh (step ~0.314 bohr); fine: label mesh (x2)")
+    p.add_argument("--format", choices=("npy", "cube", "h5"), default="cube", help="output format")
+    p.add_argument("--variant", choices=("paper", "worsened"), default="paper",
+                   help="'worsened' doubles every gth-szv exponent (the published harder input)")
+    _add_structure_options(p)
+
+
+def _run_sad(args) -> int:
+    from .density import Density
+    from .grid import box_for
+    from .molecule import load_molecules
+    from .sad import sad_density
+
+    mols = [m for spec in args.inputs for m in load_molecules(
+        spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
+    paths = _output_paths([m.id for m in mols], args.output, f"sad.{args.format}")
+    for mol, path in zip(mols, paths):
+        t0 = time.perf_counter()
+        coarse, fine, pos = box_for(mol.positions)
+        grid = coarse if args.mesh == "coarse" else fine
+        rho = sad_density(mol.symbols, pos, grid, charge=mol.charge, variant=args.variant)
+        seconds = time.perf_counter() - t0
+        dens = Density(rho, grid, mol.symbols, pos, mol.charge,
+                       {"comment": f"rhosr SAD ({args.variant}) density of {mol.id}, e/bohr^3, "
+                                   f"periodic mesh, spacing L/n"})
+        dens.write(path, args.format)
+        if args.format == "npy":
+            _sidecar(path, _density_info(mol, grid, pos, dens.electrons(), seconds, kind=f"sad-{args.variant}"))
+        print(f"{mol.id}: {mol.natm} atoms, {args.mesh} mesh {'x'.join(map(str, grid.mesh))}, "
+              f"{dens.electrons():.4f} electrons, {seconds * 1000:.0f} ms -> {path}")
+    return 0
+
+
+def _density_info(mol, grid, positions, electrons, seconds, **extra) -> dict:
+    """The JSON written beside a bare .npy density (positions in bohr, in the box)."""
+    return {
+        "id": mol.id, "cell_bohr": list(grid.cell), "mesh": list(grid.mesh),
+        "atoms": [[s, *map(float, x)] for s, x in zip(mol.symbols, positions)],
+        "charge": mol.charge, "spin": mol.spin, "electrons": electrons, "seconds": seconds, **extra,
+    }
+
+
+# ---------------------------------------------------------------- generate
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate", formatter_class=_Formatter,
+        help="reference DFT labels (PySCF, published level of theory) into a store",
+        description="Run periodic PBE/GTH/gth-tzv2p Kohn-Sham DFT for every molecule and store "
+                    "the density on the fine mesh. Re-running the same command skips finished "
+                    "molecules; a killed run loses only the molecules in flight.",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help=STRUCTURE_HELP)
+    p.add_argument("--out", required=True, help="store directory (created if needed)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--threads", type=int, default=None,
+                   help="PySCF threads per worker (default: cores / workers)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running dask.distributed scheduler (e.g. tcp://host:8786)")
+    p.add_argument("--smearing", type=float, default=None, help="Fermi smearing width, Hartree")
+    p.add_argument("--limit", type=int, default=None,
+                   help="label at most this many new molecules in this run")
+    p.add_argument("--retry-failed", action="store_true", help="try molecules that failed before again")
+    p.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_structure_options(p)
+
+
+def _run_generate(args) -> int:
+    from .generate import generate
+
+    summary = generate(
+        args.sources, args.out, workers=args.workers, scheduler=args.scheduler,
+        charge=args.charge, spin=args.spin, smearing=args.smearing, limit=args.limit,
+        max_voxels=args.max_voxels, retry_failed=args.retry_failed, threads=args.threads,
+        max_cycle=args.max_cycle, progress=not args.no_progress,
+    )
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+# ---------------------------------------------------------------- export
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export", formatter_class=_Formatter,
+        help="write store records as density files",
+        description="Per record: <id>.dft.<ext> (DFT density, fine mesh), <id>.sad.<ext> "
+                    "(SAD density, coarse mesh) and <id>.json (energy, charge, spin, meshes, "
+                    "cell, convergence, timing).",
+    )
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--format", choices=("npy", "cube", "h5"), default="npy", help="density format")
+    p.add_argument("--ids", nargs="+", default=None, help="only these record ids")
+
+
+def _run_export(args) -> int:
+    from .density import Density
+    from .sad import sad_density
+    from .store import Store
+
+    store = Store(args.store)
+    ids = args.ids if args.ids else store.ids()
+    unknown = [i for i in ids if i not in store]
+    if unknown:
+        raise InputError(f"{args.store}: no record {unknown[0]!r}" +
+                         (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for mol_id in ids:
+        rec = store.read(mol_id)
+        fine = rec.grid
+        coarse = fine.coarsen()
+        Density(rec.rho_dft, fine, rec.symbols, rec.positions, rec.charge).write(
+            out / f"{mol_id}.dft.{args.format}", args.format)
+        sad = sad_density(rec.symbols, rec.positions, coarse, charge=rec.charge)
+        Density(sad, coarse, rec.symbols, rec.positions, rec.charge).write(
+            out / f"{mol_id}.sad.{args.format}", args.format)
+        info = {
+            "id": mol_id, "source": rec.source, "energy_hartree": rec.energy,
+            "charge": rec.charge, "spin": rec.spin,
+            "fine_mesh": list(fine.mesh), "coarse_mesh": list(coarse.mesh),
+            "cell_bohr": list(fine.cell), "converged": rec.converged,
+            "scf_iterations": rec.scf_iterations, "seconds": rec.seconds,
+            "atoms": [[s, *map(float, x)] for s, x in zip(rec.symbols, rec.positions)],
+            "level_of_theory": rec.level_of_theory, "rhosr_version": rec.rhosr_version,
+        }
+        (out / f"{mol_id}.json").write_text(json.dumps(info, indent=1))
+    print(f"exported {len(ids)} records to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------- info
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", formatter_class=_Formatter, help="summarise a store",
+                       description="Print a summary table of a store.")
+    p.add_argument("path", metavar="STORE")
+
+
+def _run_info(args) -> int:
+    from .store import Store, StoreError
+
+    path = Path(args.path)
+    if not path.is_dir():
+        raise StoreError(f"{path}: not a rhosr store")
+    store = Store(path)
+    for line in store_summary(store):
+        print(line)
+    return 0
+
+
+def store_summary(store) -> list[str]:
+    import numpy as np
+
+    from .molecule import split_of_id
+
+    ids = store.ids()
+    failures = store.failures()
+    recs = [store.read(i, density=False) for i in ids]
+    lot = store.meta.get("level_of_theory", {})
+    rows = [("store", str(store.path)), ("records", str(len(ids))), ("failed", str(len(failures)))]
+    if lot:
+        desc = ", ".join(f"{k}={lot[k]}" for k in ("xc", "basis", "pseudo", "ke_cutoff", "conv_tol", "smearing")
+                         if k in lot)
+        rows.append(("level of theory", desc))
+    if recs:
+        natm = np.array([len(r.symbols) for r in recs])
+        pts = np.array([int(np.prod(r.fine_mesh)) for r in recs])
+        secs = np.array([r.seconds for r in recs])
+        iters = np.array([r.scf_iterations for r in recs])
+        counts: dict[str, int] = {}
+        for r in recs:
+            for s in set(r.symbols):
+                counts[s] = counts.get(s, 0) + 1
+        splits: dict[str, int] = {}
+        for r in recs:
+            key = split_of_id(r.id) or "other"
+            splits[key] = splits.get(key, 0) + 1
+        charged = sum(1 for r in recs if r.charge)
+        open_shell = sum(1 for r in recs if r.spin)
+        rows += [
+            ("atoms", f"{natm.min()}-{natm.max()} (mean {natm.mean():.1f})"),
+            ("fine mesh points", f"{pts.min():,}-{pts.max():,} (mean {pts.mean():,.0f})"),
+            ("elements (records)", " ".join(f"{k}:{v}" for k, v in sorted(counts.items()))),
+            ("splits", " ".join(f"{k}:{v}" for k, v in sorted(splits.items()))),
+            ("charged / open-shell", f"{charged} / {open_shell}"),
+            ("seconds per molecule", f"mean {secs.mean():.1f}, max {secs.max():.1f}"),
+            ("SCF iterations", f"mean {iters.mean():.1f}, max {iters.max()}"),
+        ]
+    width = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{width}}  {v}" for k, v in rows]
+    for mol_id, info in list(failures.items())[:20]:
+        lines.append(f"{'failed ' + mol_id:<{width}}  {info.get('reason', '')}")
+    if len(failures) > 20:
+        lines.append(f"... and {len(failures) - 20} more failures")
+    return lines
+
+
+# ---------------------------------------------------------------- main
+
+
+COMMANDS = {
+    "sad": (_add_sad, _run_sad),
+    "generate": (_add_generate, _run_generate),
+    "export": (_add_export, _run_export),
+    "info": (_add_info, _run_info),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rhosr", formatter_class=_Formatter,
+        description="Electron densities at DFT quality from a molecular structure: a 3D "
+                    "super-resolution network turns a superposition of atomic densities on a "
+                    "coarse mesh into the Kohn-Sham density on a mesh twice as fine.",
+    )
+    parser.add_argument("--version", action="version", version=f"rhosr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 user error)."""
+    from .store import StoreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (InputError, StoreError) as err:
+        print(f"rhosr {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rhosr: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())

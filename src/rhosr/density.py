@@ -1,0 +1,223 @@
+"""Densities on a periodic mesh, and their files.
+
+One read/write entry over a registry of formats:
+
+========  =========================================================
+``cube``  Gaussian cube, bohr, atoms with their valence charges;
+          mesh spacing L/n (periodic, no repeated end point). Read back
+          with ASE (``ase.io.cube.read_cube_data``).
+``npy``   the bare array, C order (x slowest), e/bohr³.
+``h5``    HDF5: ``density`` plus ``cell``, ``mesh``, ``symbols``,
+          ``positions`` (bohr) and attributes.
+========  =========================================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .grid import Grid
+from .units import BOHR
+
+FORMATS = ("cube", "npy", "h5")
+
+
+@dataclass
+class Density:
+    """A density on a periodic orthorhombic mesh.
+
+    Attributes
+    ----------
+    values : ndarray, shape ``grid.mesh``, e/bohr³
+    grid : Grid
+    symbols : tuple of str
+    positions : (natm, 3) array, bohr
+    charge : int
+    meta : dict
+        Free-form, JSON-able (model name, timings, ...).
+    """
+
+    values: np.ndarray
+    grid: Grid
+    symbols: tuple = ()
+    positions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    charge: int = 0
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if tuple(self.values.shape) != tuple(self.grid.mesh):
+            raise ValueError(f"values of shape {self.values.shape} on a mesh {self.grid.mesh}")
+
+    @property
+    def cell(self) -> np.ndarray:
+        """Edge lengths, bohr."""
+        return np.asarray(self.grid.cell)
+
+    @property
+    def mesh(self) -> tuple:
+        return self.grid.mesh
+
+    @property
+    def atoms(self) -> list[tuple[str, np.ndarray]]:
+        """[(symbol, position in bohr), ...]."""
+        return list(zip(self.symbols, np.asarray(self.positions)))
+
+    def electrons(self) -> float:
+        """Integral of the density over the cell."""
+        return self.grid.integrate(self.values)
+
+    def nmae(self, reference) -> float:
+        """Normalised mean absolute error against a reference (fraction, not %)."""
+        ref = reference.values if isinstance(reference, Density) else np.asarray(reference)
+        return nmae(self.values, ref)
+
+    def write(self, path, fmt: str | None = None) -> Path:
+        return write_density(path, self, fmt)
+
+
+def nmae(pred: np.ndarray, ref: np.ndarray) -> float:
+    """sum|pred - ref| / sum(ref) over the mesh (the volume element cancels)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if pred.shape != ref.shape:
+        raise ValueError(f"shapes differ: {pred.shape} vs {ref.shape}")
+    return float(np.abs(pred - ref).sum() / ref.sum())
+
+
+def format_of(path, fmt: str | None = None) -> str:
+    """The format named, or guessed from the file ending."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown density format {fmt!r} (choose from {', '.join(FORMATS)})")
+        return fmt
+    suffix = Path(path).suffix.lower().lstrip(".")
+    aliases = {"cub": "cube", "hdf5": "h5"}
+    suffix = aliases.get(suffix, suffix)
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: cannot tell the format from the ending (use {', '.join(FORMATS)})")
+    return suffix
+
+
+# ---- cube
+
+
+def _write_cube(path: Path, d: Density) -> None:
+    from pyscf.data.elements import charge as atomic_number
+
+    from .elements import valence_charge
+
+    nx, ny, nz = d.grid.mesh
+    spacing = d.grid.spacing
+    comment = d.meta.get("comment", "rhosr valence electron density (e/bohr^3), periodic mesh, spacing L/n")
+    with open(path, "w") as f:
+        f.write(f"{comment}\n")
+        f.write("OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z\n")
+        f.write(f"{len(d.symbols):5d}{0.0:14.8f}{0.0:14.8f}{0.0:14.8f}\n")
+        for axis, n in enumerate((nx, ny, nz)):
+            vec = np.zeros(3)
+            vec[axis] = spacing[axis]
+            f.write(f"{n:5d}{vec[0]:14.8f}{vec[1]:14.8f}{vec[2]:14.8f}\n")
+        for s, (x, y, z) in zip(d.symbols, np.asarray(d.positions)):
+            f.write(f"{atomic_number(s):5d}{float(valence_charge(s)):14.8f}{x:14.8f}{y:14.8f}{z:14.8f}\n")
+        # rows of 6 values per (x, y) line, the usual layout
+        full, rest = divmod(nz, 6)
+        row_fmt = ("%14.6E" * 6 + "\n") * full + ("%14.6E" * rest + "\n" if rest else "")
+        values = np.asarray(d.values, dtype=np.float64).reshape(nx * ny, nz)
+        f.writelines(row_fmt % tuple(row) for row in values)
+
+
+def _read_cube(path: Path) -> Density:
+    from ase.io.cube import read_cube
+
+    with open(path) as fh:
+        dct = read_cube(fh)
+    atoms = dct["atoms"]
+    values = np.asarray(dct["data"], dtype=np.float64)
+    spacing = np.diag(np.asarray(dct["spacing"])) / BOHR
+    mesh = values.shape
+    grid = Grid(tuple(spacing * np.asarray(mesh)), mesh)
+    return Density(values, grid, tuple(atoms.get_chemical_symbols()), atoms.positions / BOHR)
+
+
+# ---- npy
+
+
+def _write_npy(path: Path, d: Density) -> None:
+    np.save(path, np.ascontiguousarray(d.values))
+
+
+def _read_npy(path: Path) -> Density:
+    values = np.load(path, allow_pickle=False)
+    side = _npy_sidecar(path)
+    if side is None:
+        raise ValueError(f"{path}: a bare .npy needs its .json beside it for the cell")
+    info = json.loads(side.read_text())
+    grid = Grid(tuple(info["cell_bohr"]), tuple(info.get("mesh") or info.get("fine_mesh") or values.shape))
+    if tuple(grid.mesh) != values.shape:
+        grid = Grid(grid.cell, values.shape)
+    atoms = info.get("atoms", [])
+    symbols = tuple(a[0] for a in atoms)
+    positions = np.array([a[1:] for a in atoms], dtype=float).reshape(-1, 3)
+    return Density(values, grid, symbols, positions, int(info.get("charge", 0)), info)
+
+
+def _npy_sidecar(path: Path) -> Path | None:
+    name = path.name
+    stem = name.split(".")[0]
+    for cand in (path.with_suffix(".json"), path.with_name(stem + ".json")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+# ---- h5
+
+
+def _write_h5(path: Path, d: Density) -> None:
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("density", data=np.asarray(d.values), compression="gzip", shuffle=True)
+        f["cell"] = np.asarray(d.grid.cell)
+        f["mesh"] = np.asarray(d.grid.mesh)
+        f["symbols"] = np.array(d.symbols, dtype="S3")
+        f["positions"] = np.asarray(d.positions, dtype=float).reshape(-1, 3)
+        f.attrs["charge"] = int(d.charge)
+        f.attrs["units"] = "cell, positions: bohr; density: e/bohr^3"
+        f.attrs["meta"] = json.dumps(d.meta)
+
+
+def _read_h5(path: Path) -> Density:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        values = np.asarray(f["density"][()])
+        grid = Grid(tuple(f["cell"][()]), tuple(f["mesh"][()]))
+        symbols = tuple(s.decode() for s in f["symbols"][()])
+        positions = np.asarray(f["positions"][()])
+        charge = int(f.attrs.get("charge", 0))
+        meta = json.loads(f.attrs.get("meta", "{}"))
+    return Density(values, grid, symbols, positions, charge, meta)
+
+
+_WRITERS = {"cube": _write_cube, "npy": _write_npy, "h5": _write_h5}
+_READERS = {"cube": _read_cube, "npy": _read_npy, "h5": _read_h5}
+
+
+def write_density(path, density: Density, fmt: str | None = None) -> Path:
+    """Write ``density`` to ``path`` in ``fmt`` (default: from the ending)."""
+    path = Path(path)
+    fmt = format_of(path, fmt)
+    _WRITERS[fmt](path, density)
+    return path
+
+
+def read_density(path, fmt: str | None = None) -> Density:
+    """Read a density file written by rhosr (or any cube file)."""
+    path = Path(path)
+    fmt = format_of(path, fmt)
+    return _READERS[fmt](path)

@@ -1,0 +1,266 @@
+"""Many molecules → reference labels in a store.
+
+Work runs in local processes (``workers``; PySCF's threads are split across
+them) or on an existing ``dask.distributed`` cluster (``scheduler``).  The
+calling process is the only writer: it writes each record as its result
+arrives, atomically, so a killed run loses only the molecules in flight, and
+running the same command again skips the finished ids.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .grid import box_for
+from .molecule import DEFAULT_MAX_VOXELS, InputError, Molecule, load_molecules
+from .store import Record, Store
+
+
+@dataclass
+class Summary:
+    requested: int = 0
+    done: int = 0
+    failed: dict = field(default_factory=dict)  # id -> reason
+    skipped: int = 0  # already in the store (done, or failed before)
+    missing: int = 0  # QM9 indices that qm9pack lacks
+    seconds: list = field(default_factory=list)  # per finished molecule
+    timings: dict = field(default_factory=lambda: {"scf": 0.0, "density": 0.0, "io": 0.0})
+    wall: float = 0.0
+
+    @property
+    def mean_seconds(self) -> float:
+        return float(np.mean(self.seconds)) if self.seconds else float("nan")
+
+    @property
+    def per_hour(self) -> float:
+        n = self.done + len(self.failed)
+        return 3600.0 * n / self.wall if self.wall > 0 and n else float("nan")
+
+    def lines(self) -> list[str]:
+        out = [
+            f"done {self.done}, failed {len(self.failed)}, skipped {self.skipped} "
+            f"(already in store), missing {self.missing} (not in qm9pack)",
+        ]
+        if self.seconds:
+            out.append(
+                f"mean {self.mean_seconds:.1f} s per molecule (one worker), "
+                f"wall {self.wall:.1f} s, {self.per_hour:.0f} molecules/hour"
+            )
+        for mol_id, reason in sorted(self.failed.items()):
+            out.append(f"failed {mol_id}: {reason}")
+        return out
+
+
+def collect(
+    specs: Sequence[str],
+    charge: int | None = None,
+    spin: int | None = None,
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
+) -> tuple[list[Molecule], int]:
+    """Expand structure arguments into validated molecules (unique ids).
+
+    Returns the molecules and the number of QM9 indices that qm9pack lacks.
+    Raises :class:`InputError` before anything is computed or written.
+    """
+    missing = []
+    mols: list[Molecule] = []
+    seen = set()
+    for spec in specs:
+        for mol in load_molecules(spec, charge=charge, spin=spin, max_voxels=max_voxels,
+                                  on_missing=missing.append):
+            if mol.id in seen:
+                continue
+            seen.add(mol.id)
+            mols.append(mol)
+    return mols, len(missing)
+
+
+def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | None = None,
+                   conv_tol: float = 1e-10, max_cycle: int = 100):
+    """Label one molecule; runs in a worker.  Returns a Record or a failure dict."""
+    from . import __version__
+    from .dft import level_of_theory, run_dft
+
+    if threads is None:
+        threads = _dask_worker_threads()
+    coarse, fine, pos = box_for(mol.positions)
+    t0 = time.perf_counter()
+    try:
+        res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin,
+                      smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle, threads=threads)
+    except Exception as err:  # run_dft reports failures itself; this is a last guard
+        return {"id": mol.id, "reason": f"{type(err).__name__}: {err}", "source": mol.source,
+                "seconds": time.perf_counter() - t0}
+    if not res.converged or res.density is None:
+        return {"id": mol.id, "reason": res.reason or "SCF not converged", "source": mol.source,
+                "seconds": res.seconds, "iterations": res.iterations}
+    return Record(
+        id=mol.id, symbols=tuple(mol.symbols), positions=pos, cell=np.asarray(fine.cell),
+        fine_mesh=tuple(fine.mesh), charge=mol.charge, spin=mol.spin, source=mol.source,
+        rho_dft=res.density.astype(np.float32), energy=res.energy, converged=True,
+        scf_iterations=res.iterations, seconds=res.seconds, timings=dict(res.timings),
+        level_of_theory=level_of_theory(smearing), rhosr_version=__version__,
+    )
+
+
+def _dask_worker_threads() -> int | None:
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except Exception:  # not inside a dask worker
+        return None
+
+
+def _init_worker(threads: int) -> None:
+    """Pool initializer: die with the parent, and keep to our share of threads."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: workers end when their pipe closes instead
+        pass
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+@contextmanager
+def writer_lock(store: Store):
+    """Only one `generate` may write a store at a time."""
+    path = store.path / ".writer.lock"
+    fh = open(path, "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise InputError(f"{store.path}: another `rhosr generate` is writing this store") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(label_molecule, m, smearing, threads, conv_tol, max_cycle) for m in mols]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+
+def _results_dask(mols, scheduler, smearing, conv_tol, max_cycle):
+    from distributed import Client, as_completed
+
+    client = scheduler if hasattr(scheduler, "submit") else Client(scheduler, timeout=30)
+    try:
+        futures = client.map(label_molecule, mols, smearing=smearing, conv_tol=conv_tol,
+                             max_cycle=max_cycle, pure=False)
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except Exception as err:  # a worker died: record, carry on
+                yield {"id": "?", "reason": f"dask: {type(err).__name__}: {err}"}
+    finally:
+        if client is not scheduler:
+            client.close()
+
+
+def generate(
+    specs: Sequence[str],
+    out: str,
+    workers: int = 1,
+    scheduler=None,
+    charge: int | None = None,
+    spin: int | None = None,
+    smearing: float | None = None,
+    limit: int | None = None,
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
+    retry_failed: bool = False,
+    threads: int | None = None,
+    conv_tol: float = 1e-10,
+    max_cycle: int = 100,
+    progress: bool = True,
+) -> Summary:
+    """Label molecules into the store ``out``; see the module docstring.
+
+    ``scheduler`` is a dask scheduler address (or a ``distributed.Client``);
+    when given, ``workers`` is ignored.  ``threads`` per worker defaults to
+    the machine's cores divided by ``workers``.
+    """
+    from .dft import level_of_theory
+
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, not {workers}")
+    if limit is not None and limit < 0:
+        raise InputError(f"--limit must not be negative, not {limit}")
+    if smearing is not None and not smearing > 0:
+        raise InputError(f"--smearing must be a positive width in Hartree, not {smearing}")
+    mols, n_missing = collect(specs, charge=charge, spin=spin, max_voxels=max_voxels)
+    summary = Summary(requested=len(mols), missing=n_missing)
+    store = Store(out, mode="a", meta={"level_of_theory": level_of_theory(smearing)})
+    with writer_lock(store):
+        store.clean_partial()
+        done = set(store.ids())
+        failed_before = set() if retry_failed else set(store.failures())
+        todo = [m for m in mols if m.id not in done and m.id not in failed_before]
+        summary.skipped = len(mols) - len(todo)
+        if limit is not None:
+            todo = todo[:limit]
+        if not todo:
+            return summary
+        ncores = os.cpu_count() or 1
+        workers = min(workers, len(todo))
+        if threads is None and scheduler is None:
+            threads = max(1, ncores // workers)
+        if scheduler is not None:
+            results = _results_dask(todo, scheduler, smearing, conv_tol, max_cycle)
+        else:
+            results = _results_local(todo, workers, threads, smearing, conv_tol, max_cycle)
+        bar = _progress(len(todo), progress)
+        t0 = time.perf_counter()
+        try:
+            for res in results:
+                if isinstance(res, Record):
+                    t_io = time.perf_counter()
+                    store.write(res)
+                    summary.timings["io"] += time.perf_counter() - t_io
+                    summary.done += 1
+                    summary.seconds.append(res.seconds)
+                    for key in ("scf", "density"):
+                        summary.timings[key] += float(res.timings.get(key, 0.0))
+                else:
+                    summary.failed[res["id"]] = res["reason"]
+                    if res["id"] != "?":
+                        store.write_failure(res["id"], res)
+                bar.update(1)
+                bar.set_postfix(done=summary.done, failed=len(summary.failed), refresh=False)
+        finally:
+            summary.wall = time.perf_counter() - t0
+            bar.close()
+    return summary
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="mol", desc="labelling", disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,26 @@
+import json
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+REFERENCE = DATA / "reference"
+
+
+@pytest.fixture(scope="session")
+def cases():
+    """The published reference cases (copied from the public archive)."""
+    return json.loads((REFERENCE / "cases.json").read_text())
+
+
+@pytest.fixture
+def write_xyz(tmp_path):
+    """Write an xyz file from (symbol, x, y, z) rows in Å; returns its path."""
+
+    def _write(name, rows, comment=""):
+        path = tmp_path / name
+        lines = [str(len(rows)), comment] + [f"{s} {x} {y} {z}" for s, x, y, z in rows]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return _write

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from rhosr.density import Density, FORMATS, nmae, read_density
+from rhosr.grid import box_for
+from rhosr.molecule import load_molecule
+
+
+@pytest.fixture
+def density():
+    mol = load_molecule("qm9:1")
+    coarse, fine, pos = box_for(mol.positions)
+    rng = np.random.default_rng(0)
+    return Density(rng.random(coarse.mesh), coarse, mol.symbols, pos, 0)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip_every_format(tmp_path, density, fmt):
+    path = tmp_path / f"m.{fmt}"
+    density.write(path)
+    if fmt == "npy":  # a bare array reads back with its JSON beside it
+        import json
+        (tmp_path / "m.json").write_text(json.dumps({
+            "cell_bohr": list(density.grid.cell), "mesh": list(density.grid.mesh),
+            "atoms": [[s, *map(float, x)] for s, x in zip(density.symbols, density.positions)]}))
+    back = read_density(path)
+    assert back.grid.mesh == density.grid.mesh
+    np.testing.assert_allclose(back.grid.cell, density.grid.cell, rtol=1e-7)
+    np.testing.assert_allclose(back.values, density.values, rtol=1e-6, atol=1e-12)
+    assert back.symbols == density.symbols
+    np.testing.assert_allclose(back.positions, density.positions, atol=1e-7)
+    assert back.electrons() == pytest.approx(density.electrons(), rel=1e-6)
+
+
+def test_cube_reads_in_ase_with_the_right_grid(tmp_path, density):
+    from ase.io.cube import read_cube_data
+
+    from rhosr.units import BOHR
+
+    path = tmp_path / "m.cube"
+    density.write(path)
+    data, atoms = read_cube_data(str(path))
+    assert data.shape == density.grid.mesh
+    np.testing.assert_allclose(atoms.cell.lengths(), np.array(density.grid.cell) * BOHR, rtol=1e-7)
+    # valence charges in the atom lines
+    lines = path.read_text().splitlines()
+    assert float(lines[6].split()[1]) == 4.0 and float(lines[7].split()[1]) == 1.0
+
+
+def test_nmae():
+    ref = np.ones((2, 2, 2))
+    assert nmae(ref * 1.1, ref) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        nmae(np.ones(3), np.ones(4))
