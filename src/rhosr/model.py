@@ -1,0 +1,538 @@
+"""The super-resolution networks, their presets, and the model file.
+
+A network maps the SAD density on the coarse periodic mesh to the valence
+density on the fine mesh (twice as many points per axis, same cell):
+
+    forward(sad_coarse, sad_fine=None, n_electrons=None, dv_fine=None)
+
+    sad_coarse  (B, 1, X, Y, Z)      e/bohr³, SAD on the coarse mesh
+    sad_fine    (B, 1, 2X, 2Y, 2Z)   e/bohr³, SAD on the fine mesh (only read
+                                     by models with ``uses_sad_fine``)
+    n_electrons (B,)                 valence electrons per sample
+    dv_fine     (B,)                 fine-mesh voxel volume, bohr³
+    returns     (B, 1, 2X, 2Y, 2Z)   e/bohr³, non-negative; if both
+                                     ``n_electrons`` and ``dv_fine`` are given,
+                                     ``out.sum() * dv_fine == n_electrons``
+
+Every convolution pads circularly ("same" size): the box is periodic.  Two
+architectures, chosen by ``ModelConfig.arch``:
+
+``"srresnet"`` (preset ``paper``, the published network)
+    Conv(1→C, K1) + PReLU; N residual blocks [Conv(K2) → InstanceNorm →
+    PReLU → Conv(K2) → InstanceNorm] + identity; Conv(K2) + InstanceNorm;
+    long skip from the first conv; ×2 upsampling Conv(C→8C, K2) +
+    InstanceNorm + 3D pixel shuffle + PReLU; Conv(C→1, K1); softplus.
+    Instance norms use per-sample global statistics, so the output at a voxel
+    depends on the whole box (no exact tiling).  Published size C = 32,
+    N = 32, K1 = K2 = 5: 9,359,075 parameters (9.35 M + 0.1 %) with affine
+    instance norms (γ, β per channel, as SRResNet's batch norms) and one
+    shared slope per PReLU.  The count does not pin these flags (norms
+    without affine: 9,354,403; per-channel PReLU: +1,054); the convs with
+    biases make up 9,354,370 of it.
+
+``"sad-residual"`` (presets ``sr``, ``tiny``, ``sr-wide``, ``sr-deep``)
+    Works on the coarse mesh only and predicts a correction to the SAD on the
+    fine mesh: x = input_scale·sqrt(sad_coarse); Conv(1→C, K1) + PReLU; N
+    blocks [Conv(K2) → PReLU → Conv(K2)] + identity; long skip; Conv(C→8,
+    K1); pixel shuffle → corr (B, 1, 2X, 2Y, 2Z).  With ``output="square"``
+    (default) out = (sqrt(sad_fine) + corr)²: non-negative and smooth
+    everywhere, exactly the SAD when corr = 0 (the last conv starts at zero,
+    so an untrained model returns the SAD), and vacuum stays near zero
+    without the network having to fight a softplus floor.  No normalisation
+    layers: the output at a fine voxel depends only on coarse input within
+    :func:`receptive_field` voxels and on sad_fine at that same voxel, so
+    tiled inference and crop training are exact.
+
+Model files (:func:`save_model`, :func:`load_model`) hold only plain data and
+tensors and are read with ``torch.load(weights_only=True)``; the network is
+rebuilt from its config.  Nothing in this module does I/O inside ``forward``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+#: Fine mesh points per coarse mesh point, per axis (as in :mod:`rhosr.grid`).
+UPSAMPLE = 2
+#: ``format`` entry of a model file.
+MODEL_FORMAT = "rhosr-model"
+#: Version of the model-file layout.
+MODEL_FORMAT_VERSION = 1
+
+ARCHS = ("srresnet", "sad-residual")
+NORMS = ("none", "instance")
+INPUT_TRANSFORMS = ("none", "sqrt")
+#: Allowed ``output`` per architecture.  For ``srresnet`` the activation acts
+#: on the network output y; for ``sad-residual`` on base + corr with base =
+#: sqrt(sad_fine) for "square" and sad_fine for "relu".
+OUTPUTS = {"srresnet": ("softplus", "relu", "square"), "sad-residual": ("square", "relu")}
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_kernel(name, value):
+    _check_int(name, value, 1)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd (for 'same' periodic padding), got {value}")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Plain, JSON-able hyper-parameters of a network (``asdict`` round-trips).
+
+    Attributes
+    ----------
+    arch : "srresnet" or "sad-residual" (see the module docstring)
+    channels : int
+        Feature channels C of the body.
+    blocks : int
+        Number N of residual blocks (0 allowed).
+    kernel_in : int
+        K1, odd: first conv and last conv.
+    kernel : int
+        K2, odd: body convs (and, for srresnet, the post-body and upsampling convs).
+    norm : "instance" or "none"
+        Normalisation after body convs (instance norm: affine, per sample).
+    input_transform : "none" or "sqrt"
+        Applied to ``sad_coarse`` (e/bohr³) before the first conv.
+    input_scale : float
+        Multiplies the transformed input.
+    output : str
+        Non-negative output parametrisation, see :data:`OUTPUTS`.
+    """
+
+    arch: str = "sad-residual"
+    channels: int = 32
+    blocks: int = 6
+    kernel_in: int = 3
+    kernel: int = 3
+    norm: str = "none"
+    input_transform: str = "sqrt"
+    input_scale: float = 1.0
+    output: str = "square"
+
+    def __post_init__(self):
+        _check_choice("arch", self.arch, ARCHS)
+        _check_int("channels", self.channels, 1)
+        _check_int("blocks", self.blocks, 0)
+        _check_kernel("kernel_in", self.kernel_in)
+        _check_kernel("kernel", self.kernel)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("input_transform", self.input_transform, INPUT_TRANSFORMS)
+        if isinstance(self.input_scale, bool) or not isinstance(self.input_scale, (int, float)):
+            raise ValueError(f"input_scale must be a number, got {self.input_scale!r}")
+        if not (math.isfinite(self.input_scale) and self.input_scale > 0):
+            raise ValueError(f"input_scale must be finite and > 0, got {self.input_scale}")
+        object.__setattr__(self, "input_scale", float(self.input_scale))
+        _check_choice(f"output (arch {self.arch!r})", self.output, OUTPUTS[self.arch])
+
+
+#: Named configurations.  ``paper``: the published network (9.35 M
+#: parameters).  ``sr``: our CPU default (0.34 M).  ``sr-wide``/``sr-deep``:
+#: ablations.  ``tiny``/``tiny-paper``: for tests.
+PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(
+        arch="srresnet", channels=32, blocks=32, kernel_in=5, kernel=5, norm="instance",
+        input_transform="none", output="softplus",
+    ),
+    "sr": ModelConfig(arch="sad-residual", channels=32, blocks=6, kernel_in=3, kernel=3),
+    "sr-wide": ModelConfig(arch="sad-residual", channels=48, blocks=6, kernel_in=3, kernel=3),
+    "sr-deep": ModelConfig(arch="sad-residual", channels=32, blocks=12, kernel_in=3, kernel=3),
+    "tiny": ModelConfig(arch="sad-residual", channels=8, blocks=2, kernel_in=3, kernel=3),
+    "tiny-paper": ModelConfig(
+        arch="srresnet", channels=4, blocks=1, kernel_in=3, kernel=3, norm="instance",
+        input_transform="none", output="softplus",
+    ),
+}
+DEFAULT_PRESET = "sr"
+
+
+def make_config(preset_or_config=DEFAULT_PRESET, **overrides) -> ModelConfig:
+    """A checked :class:`ModelConfig` from a preset name, a dict or a config.
+
+    A dict may name a base preset under ``"preset"``; its other keys (and
+    ``overrides``) replace fields of that preset (default :data:`DEFAULT_PRESET`).
+    """
+    if isinstance(preset_or_config, ModelConfig):
+        base, changes = preset_or_config, {}
+    elif isinstance(preset_or_config, str):
+        if preset_or_config not in PRESETS:
+            raise ValueError(f"unknown model preset {preset_or_config!r}; known: {sorted(PRESETS)}")
+        base, changes = PRESETS[preset_or_config], {}
+    elif isinstance(preset_or_config, dict):
+        changes = dict(preset_or_config)
+        base = make_config(changes.pop("preset", DEFAULT_PRESET))
+    else:
+        raise ValueError(
+            f"expected a preset name, a dict or a ModelConfig, got {type(preset_or_config).__name__}"
+        )
+    changes.update(overrides)
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"unknown model hyper-parameter(s) {unknown}; known: {sorted(known)}")
+    return replace(base, **changes) if changes else base
+
+
+def receptive_field(config=DEFAULT_PRESET) -> int:
+    """Half-width of the receptive field, in coarse voxels.
+
+    The output at fine voxel f (per axis) depends on coarse input voxels i
+    with ``|i - f // 2| <= R`` only (periodic distance), and, for
+    ``sad-residual``, on ``sad_fine`` at f itself.  Counted from the convs
+    alone: for configs with ``norm != "none"`` (see :func:`is_local`) every
+    output voxel also depends on the whole box through the norm statistics.
+
+    ``sad-residual``: R = 2·(K1//2) + 2N·(K2//2)  (sr: 14, tiny: 6).
+    ``srresnet``: R = K1//2 + (2N + 2)·(K2//2) + ceil((K1//2) / 2) (paper: 135).
+    """
+    c = make_config(config)
+    h1, h2 = c.kernel_in // 2, c.kernel // 2
+    if c.arch == "sad-residual":
+        return 2 * h1 + 2 * c.blocks * h2
+    # coarse part: first conv, blocks, post-body conv, upsampling conv;
+    # then the last conv on the fine mesh, h1 fine voxels = ceil(h1/2) coarse
+    return h1 + (2 * c.blocks + 2) * h2 + (h1 + UPSAMPLE - 1) // UPSAMPLE
+
+
+def is_local(config=DEFAULT_PRESET) -> bool:
+    """True if the output depends only on a neighbourhood (no global norms)."""
+    return make_config(config).norm == "none"
+
+
+# --------------------------------------------------------------------------
+# array functions
+
+
+def pixel_shuffle_3d(x: torch.Tensor, factor: int = UPSAMPLE) -> torch.Tensor:
+    """Rearrange channels into sub-voxels: (B, C·r³, X, Y, Z) → (B, C, rX, rY, rZ).
+
+    Sub-voxel order (as torch's 2D ``pixel_shuffle``, one more axis): input
+    channel ``c·r³ + (i·r + j)·r + k`` goes to output voxel
+    ``(r·x + i, r·y + j, r·z + k)`` of channel c; for r = 2 channels
+    ``8c + 4i + 2j + k``.
+    """
+    b, cr3, nx, ny, nz = x.shape
+    r = factor
+    if cr3 % r**3:
+        raise ValueError(f"channels {cr3} are not divisible by {r}^3")
+    c = cr3 // r**3
+    x = x.reshape(b, c, r, r, r, nx, ny, nz)
+    x = x.permute(0, 1, 5, 2, 6, 3, 7, 4)  # b, c, x, i, y, j, z, k
+    return x.reshape(b, c, nx * r, ny * r, nz * r)
+
+
+def pixel_unshuffle_3d(x: torch.Tensor, factor: int = UPSAMPLE) -> torch.Tensor:
+    """Inverse of :func:`pixel_shuffle_3d`: (B, C, rX, rY, rZ) → (B, C·r³, X, Y, Z)."""
+    b, c, fx, fy, fz = x.shape
+    r = factor
+    if fx % r or fy % r or fz % r:
+        raise ValueError(f"mesh {(fx, fy, fz)} is not divisible by {r}")
+    x = x.reshape(b, c, fx // r, r, fy // r, r, fz // r, r)
+    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # b, c, i, j, k, x, y, z
+    return x.reshape(b, c * r**3, fx // r, fy // r, fz // r)
+
+
+def _per_sample(value, batch: int, name: str, device) -> torch.Tensor:
+    """A (B,) float64 tensor from a scalar or a (B,) tensor/sequence."""
+    t = torch.as_tensor(value, dtype=torch.float64, device=device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"{name} must have one value per sample ({batch}), got {t.numel()}")
+    return t
+
+
+def normalize(out: torch.Tensor, n_electrons, dv_fine) -> torch.Tensor:
+    """Rescale each sample so that ``out.sum() * dv_fine == n_electrons``.
+
+    Parameters
+    ----------
+    out : (B, 1, X, Y, Z) tensor, e/bohr³, non-negative
+    n_electrons : (B,) tensor or scalar, electrons
+    dv_fine : (B,) tensor or scalar, bohr³ per voxel
+
+    The sum is taken in float64; gradients flow through the scale factor.
+    """
+    batch = out.shape[0]
+    n = _per_sample(n_electrons, batch, "n_electrons", out.device)
+    dv = _per_sample(dv_fine, batch, "dv_fine", out.device)
+    total = out.sum(dim=tuple(range(1, out.dim())), dtype=torch.float64) * dv
+    scale = n / total.clamp_min(torch.finfo(torch.float64).tiny)
+    return out * scale.to(out.dtype).reshape((batch,) + (1,) * (out.dim() - 1))
+
+
+# --------------------------------------------------------------------------
+# modules
+
+
+def _conv(cin: int, cout: int, kernel: int) -> nn.Conv3d:
+    """A 3D conv with periodic 'same' padding."""
+    return nn.Conv3d(cin, cout, kernel, padding=kernel // 2, padding_mode="circular")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    return nn.InstanceNorm3d(channels, affine=True) if kind == "instance" else nn.Identity()
+
+
+class PixelShuffle3d(nn.Module):
+    """Module form of :func:`pixel_shuffle_3d`."""
+
+    def __init__(self, factor: int = UPSAMPLE):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return pixel_shuffle_3d(x, self.factor)
+
+
+class ResidualBlock(nn.Module):
+    """x + [Conv → Norm → PReLU → Conv → Norm](x); (B, C, X, Y, Z) → same."""
+
+    def __init__(self, channels: int, kernel: int, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(channels, channels, kernel), _norm(norm, channels), nn.PReLU(),
+            _conv(channels, channels, kernel), _norm(norm, channels),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class DensityNet(nn.Module):
+    """Common interface of the networks: checks inputs, output, normalisation.
+
+    Subclasses implement ``_density(x, sad_fine)`` with x the transformed
+    coarse input (B, 1, X, Y, Z), returning the non-negative, unnormalised
+    density (B, 1, 2X, 2Y, 2Z).
+    """
+
+    uses_sad_fine = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    def receptive_field(self) -> int:
+        return receptive_field(self.config)
+
+    @property
+    def is_local(self) -> bool:
+        return is_local(self.config)
+
+    @staticmethod
+    def normalize(out, n_electrons, dv_fine):
+        """See :func:`normalize`."""
+        return normalize(out, n_electrons, dv_fine)
+
+    def forward(self, sad_coarse, sad_fine=None, n_electrons=None, dv_fine=None):
+        """(B, 1, X, Y, Z) coarse SAD [+ fine SAD] → (B, 1, 2X, 2Y, 2Z) density, e/bohr³."""
+        if sad_coarse.dim() != 5 or sad_coarse.shape[1] != 1:
+            raise ValueError(f"sad_coarse must be (B, 1, X, Y, Z), got {tuple(sad_coarse.shape)}")
+        if self.uses_sad_fine:
+            b, _, nx, ny, nz = sad_coarse.shape
+            expected = (b, 1, UPSAMPLE * nx, UPSAMPLE * ny, UPSAMPLE * nz)
+            if sad_fine is None:
+                raise ValueError(f"this model ({self.config.arch}) needs sad_fine {expected}")
+            if tuple(sad_fine.shape) != expected:
+                raise ValueError(f"sad_fine must be {expected}, got {tuple(sad_fine.shape)}")
+        if (n_electrons is None) != (dv_fine is None):
+            raise ValueError("give both n_electrons and dv_fine to normalise, or neither")
+        x = sad_coarse.clamp_min(0)
+        if self.config.input_transform == "sqrt":
+            x = torch.sqrt(x)
+        x = x * self.config.input_scale
+        out = self._density(x, sad_fine)
+        if n_electrons is not None:
+            out = normalize(out, n_electrons, dv_fine)
+        return out
+
+    def _density(self, x, sad_fine):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SRResNet(DensityNet):
+    """The published network (arch ``srresnet``), see the module docstring."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        c, k1, k2, norm = config.channels, config.kernel_in, config.kernel, config.norm
+        self.head = nn.Sequential(_conv(1, c, k1), nn.PReLU())
+        self.blocks = nn.Sequential(*(ResidualBlock(c, k2, norm) for _ in range(config.blocks)))
+        self.body_tail = nn.Sequential(_conv(c, c, k2), _norm(norm, c))
+        self.upsample = nn.Sequential(
+            _conv(c, c * UPSAMPLE**3, k2), _norm(norm, c * UPSAMPLE**3),
+            PixelShuffle3d(UPSAMPLE), nn.PReLU(),
+        )
+        self.tail = _conv(c, 1, k1)
+
+    def _density(self, x, sad_fine):
+        h = self.head(x)
+        y = self.tail(self.upsample(self.body_tail(self.blocks(h)) + h))
+        if self.config.output == "softplus":
+            return nn.functional.softplus(y)
+        if self.config.output == "relu":
+            return torch.relu(y)
+        return y * y
+
+
+class SADResidual(DensityNet):
+    """Coarse-mesh body predicting a fine-mesh correction to the SAD (arch
+    ``sad-residual``), see the module docstring.  The last conv is zero at
+    initialisation, so an untrained model returns the SAD."""
+
+    uses_sad_fine = True
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        c, k1, k2, norm = config.channels, config.kernel_in, config.kernel, config.norm
+        self.head = nn.Sequential(_conv(1, c, k1), nn.PReLU())
+        self.blocks = nn.Sequential(*(ResidualBlock(c, k2, norm) for _ in range(config.blocks)))
+        self.tail = _conv(c, UPSAMPLE**3, k1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def _density(self, x, sad_fine):
+        h = self.head(x)
+        corr = pixel_shuffle_3d(self.tail(self.blocks(h) + h), UPSAMPLE)
+        if self.config.output == "square":
+            return (torch.sqrt(sad_fine.clamp_min(0)) + corr) ** 2
+        return torch.relu(sad_fine + corr)
+
+
+_ARCH_CLASSES = {"srresnet": SRResNet, "sad-residual": SADResidual}
+
+
+def build(preset_or_config=DEFAULT_PRESET, **overrides) -> DensityNet:
+    """A freshly initialised network from a preset name, dict or :class:`ModelConfig`.
+
+    ``overrides`` replace single fields, e.g. ``build("sr", blocks=8)``.
+    """
+    config = make_config(preset_or_config, **overrides)
+    return _ARCH_CLASSES[config.arch](config)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------
+# model files
+
+
+def _versions() -> dict:
+    from . import __version__
+
+    return {
+        "rhosr": __version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+        "format_version": MODEL_FORMAT_VERSION,
+    }
+
+
+def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically (temp file + ``os.replace``).
+
+    The file is ``torch.save`` of ``{"format": "rhosr-model", "config":
+    asdict(config), "state_dict": ..., "extra": extra, "versions": ...}``;
+    ``extra`` must be JSON-able (it is stored as its JSON round trip).
+    """
+    if not isinstance(getattr(model, "config", None), ModelConfig):
+        raise ValueError("model has no ModelConfig; build it with rhosr.model.build")
+    try:
+        extra = json.loads(json.dumps({} if extra is None else extra, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"extra must be JSON-able: {exc}") from exc
+    if not isinstance(extra, dict):
+        raise ValueError("extra must be a dict")
+    record = {
+        "format": MODEL_FORMAT,
+        "config": asdict(model.config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "extra": extra,
+        "versions": _versions(),
+    }
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_model_file(path, map_location="cpu") -> dict:
+    """The checked record of a model file, read with the safe (weights-only) loader.
+
+    Raises ValueError if the file is not a rhosr model file, including any
+    file whose pickle references arbitrary code (refused, never executed).
+    """
+    not_ours = f"{path} is not a rhosr model file"
+    try:
+        record = torch.load(path, weights_only=True, map_location=map_location)
+    except OSError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError,
+            AttributeError, KeyError, IndexError) as exc:
+        raise ValueError(f"{not_ours} (refused by the weights-only loader: {exc})") from exc
+    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{not_ours} (no format={MODEL_FORMAT!r} entry)")
+    state = record.get("state_dict")
+    if not isinstance(record.get("config"), dict) or not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise ValueError(f"{not_ours} (config or state_dict missing or malformed)")
+    record.setdefault("extra", {})
+    record.setdefault("versions", {})
+    return record
+
+
+def load_model(path, map_location="cpu") -> DensityNet:
+    """Rebuild a network from a file written by :func:`save_model`, in eval mode.
+
+    The state dict is loaded strictly; use :func:`read_model_file` for
+    ``extra`` and ``versions``.
+    """
+    record = read_model_file(path, map_location=map_location)
+    model = build(record["config"])
+    try:
+        model.load_state_dict(record["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match the stored config: {exc}") from exc
+    if isinstance(map_location, (str, torch.device)):
+        model = model.to(map_location)
+    return model.eval()

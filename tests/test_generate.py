@@ -1,0 +1,117 @@
+"""End-to-end label generation on tiny molecules (a few seconds of SCF each)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rhosr.generate import generate
+from rhosr.molecule import InputError
+from rhosr.store import Store
+
+
+@pytest.fixture
+def h2_frames(tmp_path):
+    """Four H2 molecules (a multi-frame xyz) with different bond lengths."""
+    path = tmp_path / "h2.xyz"
+    frames = []
+    for k, d in enumerate((0.70, 0.74, 0.78, 0.82)):
+        frames.append(f"2\nframe {k}\nH 0 0 0\nH 0 0 {d}\n")
+    path.write_text("".join(frames))
+    return path
+
+
+def _electrons(rec):
+    return rec.grid.integrate(rec.rho_dft)
+
+
+def test_generate_charged_and_open_shell(tmp_path):
+    out = tmp_path / "store"
+    summary = generate(["smiles:[OH-]", "smiles:[CH3]"], str(out), progress=False)
+    assert summary.done == 2 and not summary.failed
+    store = Store(out)
+    assert len(store) == 2
+    for rec in store.records():
+        assert rec.converged and np.isfinite(rec.energy)
+        assert _electrons(rec) == pytest.approx(rec.nelectron, abs=2e-3)
+        assert rec.rho_dft.dtype == np.float32 and rec.rho_dft.min() > -1e-6
+    oh = [r for r in store.records() if r.charge == -1][0]
+    ch3 = [r for r in store.records() if r.spin == 1][0]
+    assert oh.nelectron == 8 and ch3.nelectron == 7
+    assert "PBE" in str(store.meta["level_of_theory"]).upper()
+    # the same command again skips both
+    again = generate(["smiles:[OH-]", "smiles:[CH3]"], str(out), progress=False)
+    assert again.done == 0 and again.skipped == 2
+
+
+def test_failed_scf_is_recorded_not_stored(tmp_path, h2_frames):
+    out = tmp_path / "store"
+    summary = generate([str(h2_frames)], str(out), limit=1, max_cycle=1, progress=False)
+    assert summary.done == 0 and len(summary.failed) == 1
+    store = Store(out)
+    assert store.ids() == []
+    (failed_id, info), = store.failures().items()
+    assert failed_id == "h2_f0" and info["reason"]
+    # skipped on rerun unless asked to retry
+    assert generate([str(h2_frames)], str(out), limit=1, progress=False).done == 1
+    assert "h2_f0" not in Store(out).ids()
+    retry = generate([str(h2_frames)], str(out), retry_failed=True, limit=1, progress=False)
+    assert retry.done == 1 and "h2_f0" in Store(out).ids()
+    assert "h2_f0" not in Store(out).failures()
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    out = tmp_path / "store"
+    with pytest.raises(InputError):
+        generate(["qm9:1", "smiles:C1CC"], str(out), progress=False)
+    assert not out.exists()
+
+
+def test_sigkill_then_resume_completes_without_duplicates(tmp_path, h2_frames):
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "rhosr", "generate", str(h2_frames), "--out", str(out),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    records = out / "records"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if records.is_dir() and any(p.suffix == ".h5" for p in records.iterdir()):
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"generate ended early: {proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = Store(out).ids()
+    assert 1 <= len(first) < 4, first
+    for mol_id in first:  # what was written before the kill is complete
+        assert Store(out).read(mol_id).rho_dft.shape == Store(out).read(mol_id).fine_mesh
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"skipped {len(first)}" in res.stdout
+    store = Store(out)
+    assert store.ids() == ["h2_f0", "h2_f1", "h2_f2", "h2_f3"]
+    assert not [p for p in records.iterdir() if p.name.startswith(".")]
+    for rec in store.records():
+        assert _electrons(rec) == pytest.approx(2.0, abs=1e-3)
+
+
+def test_dask_local_cluster_two_workers(tmp_path, h2_frames):
+    distributed = pytest.importorskip("distributed")
+    out = tmp_path / "store"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        summary = generate([str(h2_frames)], str(out), scheduler=cluster.scheduler_address,
+                           limit=2, progress=False)
+        assert summary.done == 2, summary.failed
+        with distributed.Client(cluster) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+    store = Store(out)
+    assert store.ids() == ["h2_f0", "h2_f1"]
+    energies = [r.energy for r in store.records()]
+    assert all(np.isfinite(energies)) and energies[0] != energies[1]
