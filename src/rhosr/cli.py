@@ -272,11 +272,15 @@ def store_summary(store) -> list[str]:
 # ---------------------------------------------------------------- main
 
 
+from .cli_train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
+
 COMMANDS = {
     "sad": (_add_sad, _run_sad),
     "generate": (_add_generate, _run_generate),
     "export": (_add_export, _run_export),
     "info": (_add_info, _run_info),
+    "train": (add_train, run_train),
+    "evaluate": (add_evaluate, run_evaluate),
 }
 
 

@@ -1,0 +1,104 @@
+"""Training throughput per model preset on a QM9-sized whole box.
+
+For each preset, run the real training loop (:func:`rhosr.train.train`, batch
+1, whole periodic box, augmentation on) for a few steps on one molecule whose
+target is its own SAD (a stand-in: the cost does not depend on the values),
+and print molecules/s and fine voxels/s measured in this run.  The first step
+(SAD computation, allocator warm-up) is left out when there are two or more.
+
+    PYTHONPATH=src python benchmarks/train_throughput.py
+    PYTHONPATH=src python benchmarks/train_throughput.py --presets tiny sr --steps 5
+    PYTHONPATH=src python benchmarks/train_throughput.py --device cuda --steps 20
+
+The default molecule, qm9:2009 (15 atoms), has a fine mesh of 106 x 96 x 98
+(~1.0 M points), typical of QM9.  ``paper`` is slow on a CPU (minutes per
+step): it runs ``--paper-steps`` steps (default 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rhosr.grid import Grid, box_for
+from rhosr.model import build, count_parameters
+from rhosr.molecule import load_molecule
+from rhosr.sad import sad_density
+from rhosr.store import Record, Store
+from rhosr.train import resolve_device, train
+
+PRESETS = ("tiny", "sr", "sr-wide", "sr-deep", "paper")
+
+
+def make_store(path: Path, spec: str, coarse_mesh=None) -> tuple[Store, Grid]:
+    mol = load_molecule(spec)
+    _, fine, pos = box_for(mol.positions)
+    if coarse_mesh:
+        fine = Grid(fine.cell, tuple(2 * int(n) for n in coarse_mesh))
+    rho = sad_density(mol.symbols, pos, fine, charge=mol.charge).astype(np.float32)
+    st = Store(path, "a")
+    st.write(Record("bench", mol.symbols, pos, np.asarray(fine.cell), fine.mesh, mol.charge,
+                    mol.spin, spec, rho))
+    return st, fine
+
+
+def measure(store, grid: Grid, preset: str, steps: int, device: str, workdir: Path) -> dict:
+    run = workdir / f"run-{preset}"
+    t0 = time.perf_counter()
+    train(store, run, preset=preset, steps=steps, batch=1, val_fraction=0.0,
+          val_every=10**9, device=device, progress=False, workers=0)
+    wall = time.perf_counter() - t0
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    secs = [float(r["seconds"]) for r in rows]
+    if len(secs) >= 2:
+        n, dt = len(secs) - 1, secs[-1] - secs[0]
+    else:
+        n, dt = 1, secs[0]
+    return {
+        "preset": preset, "parameters": count_parameters(build(preset)), "steps": len(rows),
+        "molecules_per_s": n / dt, "voxels_per_s": n * grid.size / dt,
+        "seconds_per_step": dt / n, "wall_s": wall,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
+    ap.add_argument("--steps", type=int, default=3, help="steps per preset (first one not timed)")
+    ap.add_argument("--paper-steps", type=int, default=1, help="steps for the paper preset")
+    ap.add_argument("--molecule", default="qm9:2009", help="structure (rhosr.load_molecule spec)")
+    ap.add_argument("--coarse-mesh", type=int, nargs=3, default=None,
+                    help="override the coarse mesh (same cell), e.g. for a quick check")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        store, grid = make_store(tmp / "store", args.molecule, args.coarse_mesh)
+        print(f"# {args.molecule}: fine mesh {'x'.join(map(str, grid.mesh))} "
+              f"({grid.size:,} points), device {device}, torch threads {torch.get_num_threads()}, "
+              f"batch 1, whole box")
+        print(f"{'preset':<8} {'params':>10} {'steps':>5} {'s/step':>9} {'molecules/s':>12} "
+              f"{'fine voxels/s':>14}")
+        for preset in args.presets:
+            steps = args.paper_steps if preset == "paper" else args.steps
+            r = measure(store, grid, preset, steps, str(device), tmp)
+            print(f"{r['preset']:<8} {r['parameters']:>10,} {r['steps']:>5} "
+                  f"{r['seconds_per_step']:>9.3f} {r['molecules_per_s']:>12.4f} "
+                  f"{r['voxels_per_s']:>14.3e}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The ``rhosr train`` and ``rhosr evaluate`` subcommands.
+
+Registered in :data:`rhosr.cli.COMMANDS` as ``"train": (add_train, run_train)``
+and ``"evaluate": (add_evaluate, run_evaluate)``.  ``python -m rhosr.cli_train
+train ...`` runs them without the main command (used under ``torchrun``
+before registration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .molecule import InputError
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+# ---------------------------------------------------------------- train
+
+
+def add_train(sub) -> None:
+    from .model import DEFAULT_PRESET, PRESETS
+    from .train import DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_VAL_EVERY
+
+    p = sub.add_parser(
+        "train", formatter_class=_Formatter,
+        help="train a network on a store (whole periodic boxes; torchrun for several processes)",
+        description="Train the super-resolution network on the records of a store: loss = NMAE "
+                    "per molecule, batch molecules per optimizer step (gradient accumulation), "
+                    "AdamW with warm-up and cosine decay, the 48 cube symmetries and periodic "
+                    "shifts as augmentation. QM9 records follow the standard split (train on "
+                    "1-110000, validate on 110001-120000, never touch the test split); other "
+                    "records go to validation by a hash of their id (--val-fraction). Writes "
+                    "RUN_DIR/best.pt, RUN_DIR/last.pt (model files that are also checkpoints) "
+                    "and RUN_DIR/metrics.csv. Several processes: "
+                    "torchrun --nproc-per-node N -m rhosr train ...",
+    )
+    p.add_argument("store", metavar="STORE", help="training store")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help=f"model preset (default: {DEFAULT_PRESET}, or the --init file's)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps (default: {DEFAULT_STEPS} unless --minutes)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget; the run ends at --steps or --minutes, whichever first")
+    p.add_argument("--seed", type=int, default=0, help="seed of init, molecule order, augmentation")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--init", default=None, metavar="MODEL_FILE",
+                   help="fine-tune: start from this model file (its architecture)")
+    p.add_argument("--freeze", nargs="+", default=[], metavar="PART",
+                   help="parts kept fixed: input, body, output, or a module name of the network")
+    p.add_argument("--val-store", default=None, metavar="STORE", help="separate validation store")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of non-QM9 records used for validation (by id hash)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default: {DEFAULT_LR}; {DEFAULT_FINETUNE_LR} with --init)")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="molecules per optimizer step")
+    p.add_argument("--val-every", type=int, default=DEFAULT_VAL_EVERY,
+                   help="validate and checkpoint every K steps")
+    p.add_argument("--val-max", type=int, default=None, help="validate on at most this many molecules")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999)")
+    p.add_argument("--crop", type=int, default=None,
+                   help="train on crops of this many coarse points per axis (+ receptive-field halo)")
+    p.add_argument("--no-augment", action="store_true", help="no cube symmetries or shifts")
+    p.add_argument("--workers", default="auto",
+                   help="processes preparing samples ahead (auto: up to 4 on CUDA, 0 on CPU)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_train(args) -> int:
+    from .store import Store
+    from .train import train
+
+    workers = args.workers
+    if workers != "auto":
+        try:
+            workers = int(workers)
+        except ValueError:
+            raise InputError(f"--workers must be an integer or 'auto', not {workers!r}") from None
+    for name in ("store", "val_store"):
+        path = getattr(args, name)
+        if path is not None and not Path(path).is_dir():
+            raise InputError(f"{path}: not a rhosr store")
+    if args.init is not None and not Path(args.init).is_file():
+        raise InputError(f"--init {args.init}: no such file")
+    result = train(
+        Store(args.store), args.out, preset=args.preset, steps=args.steps, minutes=args.minutes,
+        seed=args.seed, resume=args.resume, init=args.init, freeze=args.freeze,
+        val_store=None if args.val_store is None else Store(args.val_store),
+        val_fraction=args.val_fraction, lr=args.lr, batch=args.batch, val_every=args.val_every,
+        device=args.device, ema=args.ema, crop=args.crop, augment=not args.no_augment,
+        val_max=args.val_max, progress=not args.no_progress, workers=workers,
+    )
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = result["best_val_nmae_percent"]
+        print(f"rhosr train: {result['steps']} steps in {result['seconds']:.0f} s; "
+              f"best validation NMAE {'-' if best is None else f'{best:.3f} %'}; "
+              f"model {result['best']}")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", formatter_class=_Formatter,
+        help="NMAE of a model on a store, against the SAD baseline",
+        description="Predict every molecule of a split of STORE (whole boxes) and compare with "
+                    "the DFT density: NMAE % of the model and of the SAD, error of the electron "
+                    "count, seconds. 'val': QM9 110001-120000 and the hashed share of other "
+                    "records; 'test': QM9 120001-133885; 'all': every record.",
+    )
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--model", required=True, metavar="MODEL_FILE", help="model file (e.g. RUN_DIR/best.pt)")
+    p.add_argument("--split", choices=("val", "test", "all"), default="val", help="which records")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+
+
+def run_evaluate(args) -> int:
+    from .evaluate import evaluate, format_table
+    from .store import Store
+
+    if not Path(args.model).is_file():
+        raise InputError(f"--model {args.model}: no such file")
+    if not Path(args.store).is_dir():
+        raise InputError(f"{args.store}: not a rhosr store")
+    result = evaluate(args.model, Store(args.store), split=args.split, device=args.device,
+                      progress=args.progress)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+# ---------------------------------------------------------------- standalone
+
+
+COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate)}
+
+
+def main(argv=None) -> int:
+    """``python -m rhosr.cli_train {train,evaluate} ...`` (same exit codes as rhosr.cli)."""
+    from .cli import _one_line
+    from .store import StoreError
+
+    parser = argparse.ArgumentParser(prog="rhosr", formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add, _ in COMMANDS.values():
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (InputError, StoreError) as err:
+        print(f"rhosr {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Accuracy of a model on the records of a store, against the SAD baseline.
+
+Per molecule: NMAE (%) of the prediction against the DFT density, NMAE (%)
+of the SAD itself (the fine-mesh SAD, i.e. what an untrained model would
+give), the error of the predicted electron count (electrons), and the seconds
+for SAD plus inference.  Whole boxes in one forward pass (tiled inference for
+large boxes belongs to :mod:`rhosr.predict`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .dataset import select_ids
+from .density import nmae
+from .grid import UPSAMPLE
+from .molecule import InputError
+from .sad import sad_density
+
+SPLITS = ("val", "test", "all")
+
+
+def _load(model_or_path, device):
+    from .model import DensityNet, build, read_model_file
+
+    if isinstance(model_or_path, DensityNet):
+        return model_or_path.to(device).eval(), {}, None
+    try:
+        record = read_model_file(model_or_path, map_location="cpu")
+        model = build(record["config"])
+        model.load_state_dict(record["state_dict"], strict=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"--model {model_or_path}: {exc}") from None
+    return model.to(device).eval(), record.get("extra", {}), str(model_or_path)
+
+
+def split_ids(ids, split: str, val_fraction: float = 0.1) -> list[str]:
+    """Ids of a split: 'val' (QM9 val split and the hashed ``val_fraction`` of
+    other ids, as in training), 'test' (QM9 test split only), 'all'."""
+    if split not in SPLITS:
+        raise InputError(f"split must be one of {SPLITS}, not {split!r}")
+    if split == "all":
+        return list(ids)
+    return select_ids(ids, split, val_fraction)
+
+
+@torch.no_grad()
+def predict_record(model, record, device, normalize: bool = True, sad_variant: str = "paper",
+                   amp: bool = False):
+    """(prediction, fine SAD) of one store record on its fine mesh, float32 numpy."""
+    grid = record.grid
+    sad_f = sad_density(record.symbols, record.positions, grid, charge=record.charge,
+                        variant=sad_variant).astype(np.float32)
+    sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])
+    sc = torch.from_numpy(sad_c)[None, None].to(device)
+    sf = torch.from_numpy(sad_f)[None, None].to(device)
+    n_e = dv = None
+    if normalize:
+        n_e = torch.tensor([float(record.nelectron)], dtype=torch.float64, device=device)
+        dv = torch.tensor([grid.dv], dtype=torch.float64, device=device)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        pred = model(sc, sf, n_e, dv)
+    return pred.float()[0, 0].cpu().numpy(), sad_f
+
+
+def evaluate(model_path_or_model, store, split: str = "val", device="auto",
+             val_fraction=None, ids=None, progress: bool = False) -> dict:
+    """NMAE of a model on a store's split.
+
+    Parameters
+    ----------
+    model_path_or_model : model file path or a network from :mod:`rhosr.model`
+    store : rhosr.store.Store or path
+    split : "val", "test" or "all" (see :func:`split_ids`)
+    device : "auto" (CUDA if available), "cpu", "cuda", ...
+    val_fraction : for non-QM9 ids in split "val"; default: the training run's
+        (from the model file), else 0.1
+    ids : optional explicit list of record ids (overrides ``split``)
+
+    Returns
+    -------
+    dict with ``molecules``: [{id, nmae_percent, sad_nmae_percent,
+    electron_error, seconds}], ``summary``: {n, mean_nmae_percent,
+    median_nmae_percent, max_nmae_percent, mean_sad_nmae_percent}, and
+    ``model``, ``store``, ``split``, ``device``.
+    """
+    from .train import _open_store, resolve_device
+
+    dev = resolve_device(device)
+    amp = dev.type == "cuda"
+    model, extra, model_path = _load(model_path_or_model, dev)
+    store = _open_store(store)
+    if val_fraction is None:
+        val_fraction = (extra.get("training_data") or {}).get("val_fraction", 0.1)
+    chosen = list(ids) if ids is not None else split_ids(store.ids(), split, val_fraction)
+    if not chosen:
+        raise InputError(f"{store.path}: no molecules in split {split!r}"
+                         + (" (non-QM9 ids have no test split; use --split all)"
+                            if split == "test" else ""))
+    normalize = bool(extra.get("normalize", True))
+    sad_variant = extra.get("sad_variant", "paper")
+    rows = []
+    it = chosen
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(chosen, unit="mol", desc="evaluate")
+    for mol_id in it:
+        rec = store.read(mol_id)
+        t0 = time.perf_counter()
+        pred, sad_f = predict_record(model, rec, dev, normalize, sad_variant, amp)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+        ref = rec.rho_dft
+        rows.append({
+            "id": mol_id,
+            "nmae_percent": 100.0 * nmae(pred, ref),
+            "sad_nmae_percent": 100.0 * nmae(sad_f, ref),
+            "electron_error": float(np.sum(pred, dtype=np.float64) * rec.grid.dv - rec.nelectron),
+            "seconds": seconds,
+        })
+    err = np.array([r["nmae_percent"] for r in rows])
+    sad = np.array([r["sad_nmae_percent"] for r in rows])
+    summary = {
+        "n": len(rows),
+        "mean_nmae_percent": float(err.mean()),
+        "median_nmae_percent": float(np.median(err)),
+        "max_nmae_percent": float(err.max()),
+        "mean_sad_nmae_percent": float(sad.mean()),
+    }
+    return {
+        "model": model_path, "preset": extra.get("preset"), "store": str(store.path),
+        "split": split if ids is None else "ids", "device": str(dev),
+        "molecules": rows, "summary": summary,
+    }
+
+
+def format_table(result: dict, max_rows: int = 50) -> str:
+    """A terminal table of :func:`evaluate`'s result (at most ``max_rows`` molecules)."""
+    rows = result["molecules"]
+    width = max([len("id")] + [len(r["id"]) for r in rows[:max_rows]])
+    head = f"{'id':<{width}}  {'NMAE %':>8}  {'SAD NMAE %':>10}  {'electrons':>10}  {'seconds':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows[:max_rows]:
+        lines.append(f"{r['id']:<{width}}  {r['nmae_percent']:8.3f}  {r['sad_nmae_percent']:10.3f}  "
+                     f"{r['electron_error']:+10.2e}  {r['seconds']:8.2f}")
+    if len(rows) > max_rows:
+        lines.append(f"... {len(rows) - max_rows} more (see --json)")
+    s = result["summary"]
+    lines.append("-" * len(head))
+    lines.append(f"{s['n']} molecules ({result['split']}): NMAE mean {s['mean_nmae_percent']:.3f} %, "
+                 f"median {s['median_nmae_percent']:.3f} %, max {s['max_nmae_percent']:.3f} %; "
+                 f"SAD mean {s['mean_sad_nmae_percent']:.3f} %")
+    return "\n".join(lines)

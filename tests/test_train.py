@@ -1,0 +1,244 @@
+"""Training: learning, checkpoints, exact resume, SIGKILL, seeds, fine-tuning, DDP, CLI."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rhosr.cli_train import main as cli_main
+from rhosr.evaluate import evaluate
+from rhosr.grid import Grid, box_for
+from rhosr.model import build, load_model, read_model_file, save_model
+from rhosr.molecule import load_molecule
+from rhosr.sad import sad_density
+from rhosr.store import Record, Store
+from rhosr.train import HASH_DIR_ENV, read_checkpoint, train, weights_hash
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+#: QM9-style ids so that the standard split decides: 2 train, 1 val, 1 test.
+MOLECULES = [("qm9_000001", "C"), ("qm9_000003", "O"), ("qm9_110001", "[H][H]"),
+             ("qm9_120001", "N")]
+
+
+def synthetic_target(sad, grid, n_electrons, sigma=0.6, mix=0.5):
+    """SAD partly blurred (periodic Gaussian, sigma bohr), normalised: something to learn."""
+    k = [2 * np.pi * np.fft.fftfreq(n, d=h) for n, h in zip(grid.mesh, grid.spacing)]
+    kx, ky, kz = np.meshgrid(*k, indexing="ij", sparse=True)
+    blur = np.fft.ifftn(np.fft.fftn(sad) * np.exp(-0.5 * sigma**2 * (kx**2 + ky**2 + kz**2))).real
+    rho = np.clip((1 - mix) * sad + mix * blur, 0, None)
+    return rho * (n_electrons / grid.integrate(rho))
+
+
+def make_store(path, molecules=MOLECULES, coarse=10):
+    """A store of small molecules in their published boxes on a reduced mesh."""
+    st = Store(path, "a")
+    for mol_id, smiles in molecules:
+        mol = load_molecule("smiles:" + smiles)
+        _, fine, pos = box_for(mol.positions)
+        grid = Grid(fine.cell, (2 * coarse,) * 3)
+        sad = sad_density(mol.symbols, pos, grid, charge=mol.charge)
+        rho = synthetic_target(sad, grid, mol.nelectron).astype(np.float32)
+        st.write(Record(mol_id, mol.symbols, pos, np.asarray(grid.cell), grid.mesh, mol.charge,
+                        mol.spin, "test", rho))
+    return st
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store"))
+
+
+def _weights(path):
+    return load_model(path).state_dict()
+
+
+def _assert_same(a, b, **kw):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], **kw)
+
+
+def test_overfits_one_molecule_below_sad(tmp_path):
+    st = make_store(tmp_path / "one", [("water", "O")], coarse=12)
+    # no augmentation: the plain conv net would first have to learn all 48 orientations
+    result = train(st, tmp_path / "run", preset="tiny", steps=30, batch=1, lr=3e-3,
+                   augment=False, val_fraction=0.0, val_every=30, progress=False)
+    assert result["val_molecules"] == 0 and result["steps"] == 30
+    ev = evaluate(result["best"], st, ids=["water"])
+    row = ev["molecules"][0]
+    assert row["sad_nmae_percent"] > 10
+    assert row["nmae_percent"] < 0.25 * row["sad_nmae_percent"], row
+    assert abs(row["electron_error"]) < 1e-3
+
+
+def test_checkpoints_are_model_files_and_metrics(store, tmp_path):
+    run = tmp_path / "run"
+    result = train(store, run, preset="tiny", steps=3, batch=2, val_every=2, ema=0.9,
+                   progress=False)
+    assert result["train_molecules"] == 2 and result["val_molecules"] == 1
+    for name in ("last.pt", "best.pt"):
+        raw = torch.load(run / name, weights_only=True)
+        assert {"format", "config", "state_dict", "extra", "versions", "training"} <= raw.keys()
+        tr = raw["training"]
+        assert {"step", "optimizer", "schedule", "rng", "model_state", "ema_state"} <= tr.keys()
+        model = load_model(run / name)
+        assert model.config.channels == 8
+    last = read_checkpoint(run / "last.pt")
+    assert last["training"]["step"] == 3
+    extra = last["extra"]
+    assert extra["preset"] == "tiny" and extra["steps"] == 3 and extra["parameters"] > 0
+    assert extra["training_data"]["molecules"] == 2
+    assert extra["training_data"]["id_range"] == ["qm9_000001", "qm9_000003"]
+    assert extra["best_val_nmae_percent"] == result["best_val_nmae_percent"] > 0
+    assert extra["seconds"] > 0
+    # EMA weights are the model weights of the file; raw weights kept for resuming
+    _assert_same(last["state_dict"], last["training"]["ema_state"])
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert rows[0]["val_nmae_percent"] == "" and float(rows[1]["val_nmae_percent"]) > 0
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(store, run, preset="tiny", steps=1, progress=False)
+
+
+def test_same_seed_same_weights_and_exact_resume(store, tmp_path):
+    kw = dict(preset="tiny", steps=4, batch=2, val_every=2, ema=0.8, progress=False)
+    a = train(store, tmp_path / "a", seed=5, **kw)
+    b = train(store, tmp_path / "b", seed=5, workers=1, **kw)  # samples from a worker process
+    assert a["weights_sha256"] == b["weights_sha256"]
+    c = train(store, tmp_path / "c", seed=6, **kw)
+    assert c["weights_sha256"] != a["weights_sha256"]
+    # interrupted after 2 of 4 steps, then resumed
+    half = train(store, tmp_path / "r", seed=5, stop_after=2, **kw)
+    assert half["steps"] == 2
+    full = train(store, tmp_path / "r", seed=5, resume=True, **kw)
+    assert full["steps"] == 4
+    ra, rr = read_checkpoint(tmp_path / "a" / "last.pt"), read_checkpoint(tmp_path / "r" / "last.pt")
+    _assert_same(ra["training"]["model_state"], rr["training"]["model_state"], rtol=1e-6, atol=1e-7)
+    _assert_same(ra["state_dict"], rr["state_dict"], rtol=1e-6, atol=1e-7)
+    rows = list(csv.DictReader(open(tmp_path / "r" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_fine_tune_with_frozen_parts(store, tmp_path):
+    torch.manual_seed(1)
+    base = build("tiny")
+    torch.nn.init.normal_(base.tail.weight, std=0.01)
+    init = save_model(tmp_path / "base.pt", base, {"preset": "tiny"})
+    result = train(store, tmp_path / "ft", init=init, freeze=["input", "body"], steps=2,
+                   batch=1, progress=False)
+    assert result["frozen"] and all(n.startswith(("head.", "blocks.")) for n in result["frozen"])
+    after = _weights(tmp_path / "ft" / "last.pt")
+    before = base.state_dict()
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        assert same == name.startswith(("head.", "blocks.")), name
+    info = read_checkpoint(tmp_path / "ft" / "last.pt")
+    assert info["training"]["args"]["lr"] == pytest.approx(1e-4)
+    assert info["extra"]["init"] == str(init)
+    with pytest.raises(ValueError, match="cannot freeze"):
+        train(store, tmp_path / "ft2", init=init, freeze=["nonsense"], steps=1, progress=False)
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def test_sigkill_leaves_loadable_last(store, tmp_path):
+    run = tmp_path / "run"
+    code = (f"from rhosr.train import train; train({str(store.path)!r}, {str(run)!r}, "
+            "preset='tiny', steps=100000, batch=1, checkpoint_every=1, val_every=10**6, "
+            "progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        last = run / "last.pt"
+        while not last.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert last.exists(), proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+        first = last.stat().st_mtime_ns
+        while last.stat().st_mtime_ns == first and time.time() < deadline:
+            time.sleep(0.01)  # kill while it keeps rewriting last.pt
+        time.sleep(0.03)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    load_model(last)
+    step = torch.load(last, weights_only=True)["training"]["step"]
+    assert step >= 1
+    # and the run goes on from there
+    result = train(store, run, preset="tiny", steps=step + 1, batch=1, resume=True,
+                   val_every=10**6, progress=False)
+    assert result["steps"] == step + 1
+
+
+def test_ddp_two_processes_identical_weights(store, tmp_path):
+    from rhosr import cli
+
+    module = "rhosr" if "train" in getattr(cli, "COMMANDS", {}) else "rhosr.cli_train"
+    run, hashes = tmp_path / "ddp", tmp_path / "hashes"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", module, "train", str(store.path), "--out", str(run), "--preset", "tiny",
+           "--steps", "3", "--batch", "2", "--val-every", "2", "--no-progress"]
+    res = subprocess.run(cmd, env=_env(**{HASH_DIR_ENV: str(hashes), "OMP_NUM_THREADS": "1"}),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    h0 = (hashes / "rank0.sha256").read_text().strip()
+    h1 = (hashes / "rank1.sha256").read_text().strip()
+    assert h0 == h1 == weights_hash(load_model(run / "last.pt"))
+    ckpt = read_checkpoint(run / "last.pt")
+    assert ckpt["extra"]["world_size"] == 2 and ckpt["training"]["step"] == 3
+    # the same global batch in one process gives the same weights (up to summation order)
+    single = train(store, tmp_path / "one", preset="tiny", steps=3, batch=2, val_every=2,
+                   progress=False)
+    _assert_same(ckpt["state_dict"], read_model_file(single["last"])["state_dict"],
+                 rtol=1e-4, atol=1e-6)
+    assert ckpt["extra"]["best_val_nmae_percent"] == pytest.approx(
+        single["best_val_nmae_percent"], rel=1e-4)
+
+
+def test_cli_train_and_user_errors(store, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", str(store.path), "--out", str(run), "--preset", "tiny", "--steps", "2",
+            "--batch", "1", "--no-progress"]
+    assert cli_main(argv) == 0
+    assert "best validation NMAE" in capsys.readouterr().out
+    assert (run / "best.pt").is_file()
+    assert cli_main(argv) == 2  # run directory taken, no --resume
+    assert "already holds a run" in capsys.readouterr().err
+    argv[argv.index("--steps") + 1] = "4"
+    assert cli_main(argv + ["--resume"]) == 0
+    assert read_checkpoint(run / "last.pt")["training"]["step"] == 4
+    assert cli_main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["train", str(store.path), "--out", str(tmp_path / "y"), "--init",
+                     str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("rhosr train: error:") for e in err)
+
+
+def test_crops_and_time_budget(tmp_path):
+    st = make_store(tmp_path / "big", [("water", "O")], coarse=20)
+    t0 = time.perf_counter()
+    result = train(st, tmp_path / "run", preset="tiny", minutes=0.02, crop=4, batch=1,
+                   val_fraction=0.0, progress=False)
+    assert result["steps"] >= 1 and 1.2 <= result["seconds"] < 1.2 + 20
+    assert time.perf_counter() - t0 < 30
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    assert len(rows) == result["steps"] and all(float(r["loss_nmae_percent"]) > 0 for r in rows)
+    ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["training"]["args"]["crop"] == 4 and ckpt["extra"]["steps"] == result["steps"]
