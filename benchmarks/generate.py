@@ -1,6 +1,6 @@
 """Label-generation throughput on QM9 training-pool molecules.
 
-    python benchmarks/generate.py [--molecules qm9:2001-2010] [--workers 2]
+    python benchmarks/generate.py [--molecules qm9:train/10] [--workers 2]
 
 Labels the molecules into a temporary store with `rhosr.generate.generate`
 and prints molecules per hour and the share of worker time spent in the SCF,
@@ -19,7 +19,7 @@ from rhosr.molecule import split_of_id
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--molecules", default="qm9:2001-2010", help="structure argument (training pool)")
+    ap.add_argument("--molecules", default="qm9:train/10", help="structure argument (training pool)")
     ap.add_argument("--count", type=int, default=10, help="number of molecules")
     ap.add_argument("--workers", type=int, nargs="+", default=[2], help="worker counts to compare")
     args = ap.parse_args()

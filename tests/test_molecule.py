@@ -119,3 +119,16 @@ def test_standard_split():
     assert qm9_split(120_000) == "val" and qm9_split(120_001) == "test"
     assert qm9_split(133_885) == "test"
     assert split_of_id("qm9_000001") == "train" and split_of_id("smiles_ab") is None
+
+
+def test_qm9_random_sample_of_a_split_is_stable_and_extends():
+    from rhosr.molecule import qm9_sample
+
+    first = qm9_sample("test", 5)
+    assert first == qm9_sample("test", 8)[:5]
+    assert all(qm9_split(i) == "test" for i in first)
+    assert first != qm9_sample("test", 5, seed=1)
+    mols = load_molecules("qm9:val/3")
+    assert [split_of_id(m.id) for m in mols] == ["val"] * 3
+    with pytest.raises(InputError, match="split must be"):
+        load_molecules("qm9:dev/3")

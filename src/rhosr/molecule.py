@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -387,8 +388,57 @@ def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]
     return found
 
 
+@lru_cache(maxsize=1)
+def qm9_indices() -> frozenset:
+    """Every QM9 index that qm9pack holds."""
+    csv.field_size_limit(1 << 30)
+    out = set()
+    for part in sorted(_qm9_data_dir().glob("qm9_part*.csv")):
+        with open(part, newline="") as fh:
+            reader = csv.reader(fh)
+            col = next(reader).index("Index")
+            out.update(int(row[col]) for row in reader)
+    return frozenset(out)
+
+
+def qm9_sample(split: str, count: int, seed: int = 0) -> list[int]:
+    """``count`` QM9 indices of one split, in a fixed random order.
+
+    The order is a seeded permutation of the split's indices, with the
+    indices that qm9pack lacks left out; a larger ``count`` extends the same
+    list, so a store grown with ``qm9:train/500`` and later ``qm9:train/1000``
+    keeps its first 500 molecules.
+    """
+    if split not in QM9_SPLIT:
+        raise InputError(f"qm9:{split}/{count}: split must be one of {', '.join(QM9_SPLIT)}")
+    lo, hi = QM9_SPLIT[split]
+    order = lo + np.random.default_rng(seed).permutation(hi - lo + 1)
+    present = qm9_indices()
+    picked = [int(i) for i in order if int(i) in present][:count]
+    if len(picked) < count:
+        raise InputError(f"qm9:{split}/{count}: the {split} split has only {len(picked)} molecules")
+    return picked
+
+
+def _parse_qm9_sample(text: str) -> list[int] | None:
+    """'train/500' or 'test/60@1' -> indices; None when ``text`` is not a sample."""
+    if "/" not in text:
+        return None
+    split, _, rest = text.partition("/")
+    count, _, seed = rest.partition("@")
+    try:
+        count_i, seed_i = int(count), int(seed or 0)
+    except ValueError:
+        raise InputError(f"qm9:{text}: expected qm9:<split>/<count>[@seed]") from None
+    if count_i < 1:
+        raise InputError(f"qm9:{text}: count must be positive")
+    return qm9_sample(split.strip(), count_i, seed_i)
+
+
 def from_qm9(text: str, on_missing=None) -> Iterator[Molecule]:
-    indices = parse_qm9_spec(text)
+    indices = _parse_qm9_sample(text)
+    if indices is None:
+        indices = parse_qm9_spec(text)
     geoms = qm9_geometries(indices)
     missing = [i for i in indices if i not in geoms]
     if missing and len(indices) == 1:
