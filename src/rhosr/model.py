@@ -481,10 +481,18 @@ def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
         "versions": _versions(),
     }
     path = Path(path)
+    atomic_torch_save(record, path)
+    return path
+
+
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename:
+    a reader (or a kill) never sees a half-written file."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(record, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -492,7 +500,6 @@ def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
 
 
 def read_model_file(path, map_location="cpu") -> dict:

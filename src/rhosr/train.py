@@ -33,7 +33,6 @@ import hashlib
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 
 from .dataset import DensityDataset, select_ids
-from .model import (DEFAULT_PRESET, MODEL_FORMAT, PRESETS, build, count_parameters,
+from .model import (DEFAULT_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, build, count_parameters,
                     make_config, read_model_file)
 from .molecule import InputError, split_of_id
 
@@ -207,20 +206,6 @@ def weights_hash(model: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:
@@ -612,7 +597,7 @@ def _train(world, store, out_dir, preset, steps, minutes, seed, resume, init, fr
             tr["ema_state"] = _cpu_state(ema_model)
         record = {"format": MODEL_FORMAT, "config": asdict(config), "state_dict": _cpu_state(infer),
                   "extra": _jsonable(extra(seconds)), "versions": _versions(), "training": tr}
-        _atomic_torch_save(record, path)
+        atomic_torch_save(record, path)
 
     # ---- logging (rank 0)
     metrics = tb = bar = None
