@@ -174,11 +174,14 @@ def _results_dask(mols, scheduler, smearing, conv_tol, max_cycle):
     try:
         futures = client.map(label_molecule, mols, smearing=smearing, conv_tol=conv_tol,
                              max_cycle=max_cycle, pure=False)
+        source = dict(zip((f.key for f in futures), mols))
         for fut in as_completed(futures):
             try:
                 yield fut.result()
-            except Exception as err:  # a worker died: record, carry on
-                yield {"id": "?", "reason": f"dask: {type(err).__name__}: {err}"}
+            except Exception as err:  # the task or its worker died: record it, carry on
+                mol = source[fut.key]
+                yield {"id": mol.id, "source": mol.source,
+                       "reason": f"dask: {type(err).__name__}: {err}"}
     finally:
         if client is not scheduler:
             client.close()
@@ -252,8 +255,7 @@ def generate(
                         summary.timings[key] += float(res.timings.get(key, 0.0))
                 else:
                     summary.failed[res["id"]] = res["reason"]
-                    if res["id"] != "?":
-                        store.write_failure(res["id"], res)
+                    store.write_failure(res["id"], res)
                 bar.update(1)
                 bar.set_postfix(done=summary.done, failed=len(summary.failed), refresh=False)
         finally:
