@@ -15,7 +15,7 @@ def test_help_lists_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for cmd in ("sad", "generate", "export", "info", "train", "evaluate"):
+    for cmd in ("predict", "plot", "sad", "generate", "export", "info", "train", "evaluate"):
         assert cmd in text
 
 

@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .molecule import InputError, Molecule, load_molecule, load_molecules  # noqa: E402
 from .grid import Grid, box_for  # noqa: E402
 from .density import Density, read_density, write_density  # noqa: E402
+from .predict import predict  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -17,4 +18,5 @@ __all__ = [
     "Density",
     "read_density",
     "write_density",
+    "predict",
 ]

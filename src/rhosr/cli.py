@@ -280,9 +280,12 @@ def store_summary(store) -> list[str]:
 # ---------------------------------------------------------------- main
 
 
+from .cli_predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
 from .cli_train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
 
 COMMANDS = {
+    "predict": (add_predict, run_predict),
+    "plot": (add_plot, run_plot),
     "sad": (_add_sad, _run_sad),
     "generate": (_add_generate, _run_generate),
     "export": (_add_export, _run_export),

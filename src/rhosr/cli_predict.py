@@ -1,0 +1,174 @@
+"""The ``rhosr predict`` and ``rhosr plot`` subcommands.
+
+Registered in :data:`rhosr.cli.COMMANDS` as ``"predict": (add_predict,
+run_predict)`` and ``"plot": (add_plot, run_plot)``; ``python -m
+rhosr.cli_predict predict ...`` runs them without the main command.
+The helpers of :mod:`rhosr.cli` are imported inside the functions so that
+either module may be imported first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .molecule import InputError
+
+
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+# ---------------------------------------------------------------- predict
+
+
+def add_predict(sub) -> None:
+    from .cli import STRUCTURE_HELP, _add_structure_options, _Formatter
+
+    p = sub.add_parser(
+        "predict", formatter_class=_Formatter,
+        help="predict the valence density of structures with a trained network",
+        description="Build the published box, the SAD density on the coarse mesh, and run the "
+                    "network: the valence density on the fine mesh (x2 per axis), normalised to "
+                    "the valence electron count minus the charge. Boxes larger than the memory "
+                    "budget run in periodic tiles with a halo of the receptive field (identical "
+                    "result for local models).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=STRUCTURE_HELP)
+    p.add_argument("-o", "--output", help="output file (one molecule) or directory (several); "
+                                          "default <id>.<format> in the current directory")
+    p.add_argument("--format", choices=("cube", "npy", "h5"), default="cube",
+                   help="output format (npy also writes <id>.json with cell, mesh, atoms, ...)")
+    p.add_argument("--model", default="default", help="'default' (bundled) or a model file")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA if available")
+    p.add_argument("--symmetrize", action="store_true",
+                   help="average over the 48 cube symmetries (48x slower); reports the spread")
+    p.add_argument("--png", action="store_true", help="also write <id>.png (slices) beside the output")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                   help="activation memory budget; larger boxes run in tiles "
+                        "(default: half the free memory of the device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_structure_options(p)
+
+
+def run_predict(args) -> int:
+    from .cli import _density_info, _output_paths, _sidecar
+    from .molecule import load_molecules
+    from .predict import predict_molecule, resolve_device, resolve_model
+
+    if args.max_memory is not None and not args.max_memory > 0:
+        raise InputError(f"--max-memory must be > 0, got {args.max_memory}")
+    mols = [m for spec in args.inputs for m in load_molecules(
+        spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
+    device = resolve_device(args.device)
+    net, name = resolve_model(args.model, device)
+    paths = _output_paths([m.id for m in mols], args.output, args.format)
+    bar = None
+    if len(mols) > 1 and not args.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(mols), unit="mol", file=sys.stderr, dynamic_ncols=True)
+    say = bar.write if bar is not None else print
+    try:
+        for mol, path in zip(mols, paths):
+            dens = predict_molecule(mol, net, model_name=name, device=device,
+                                    symmetrize=args.symmetrize, max_memory_gb=args.max_memory)
+            dens.write(path, args.format)
+            meta = dens.meta
+            if args.format == "npy":
+                extra = {k: meta[k] for k in ("model", "device", "symmetrized", "tile", "spread_percent")
+                         if k in meta}
+                _sidecar(path, _density_info(mol, dens.grid, dens.positions, meta["electrons"],
+                                             meta["seconds"], kind="predicted", **extra))
+            line = (f"{mol.id}: {mol.natm} atoms, fine mesh {'x'.join(map(str, dens.grid.mesh))}, "
+                    f"{meta['electrons']:.4f} electrons, {meta['seconds']:.2f} s")
+            if "spread_percent" in meta:
+                line += f", symmetry spread {meta['spread_percent']:.3f} %"
+            if args.png:
+                from .plot import plot_density
+
+                png = plot_density(dens, path.with_name(_stem(path) + ".png"))
+                line += f" -> {path}, {png.name}"
+            else:
+                line += f" -> {path}"
+            say(line)
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return 0
+
+
+# ---------------------------------------------------------------- plot
+
+
+def add_plot(sub) -> None:
+    from .cli import _Formatter
+
+    p = sub.add_parser(
+        "plot", formatter_class=_Formatter,
+        help="PNG of density slices (and the difference to a reference)",
+        description="Three orthogonal slices through the centre of the atoms, square-root colour "
+                    "scale in e/bohr^3; with --reference also the reference and the difference.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="density file (cube, npy + json, h5)")
+    p.add_argument("--reference", default=None, help="reference density on the same mesh")
+    p.add_argument("-o", "--output", default=None,
+                   help="PNG (one file) or directory (several); default <name>.png beside each file")
+
+
+def _read(path: str):
+    from .density import read_density
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return read_density(path)
+    except (ValueError, OSError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read a density ({' '.join(str(exc).split())})") from None
+
+
+def run_plot(args) -> int:
+    from .cli import _output_paths
+    from .plot import plot_density
+
+    densities = [_read(f) for f in args.files]
+    reference = _read(args.reference) if args.reference else None
+    if args.output is None:
+        paths = [Path(f).with_name(_stem(Path(f)) + ".png") for f in args.files]
+    else:
+        paths = _output_paths([_stem(Path(f)) for f in args.files], args.output, "png")
+    for f, dens, path in zip(args.files, densities, paths):
+        plot_density(dens, path, reference=reference, title=_stem(Path(f)))
+        line = f"{f} -> {path}"
+        if reference is not None:
+            line += f" (NMAE {100 * dens.nmae(reference):.3f} %)"
+        print(line)
+    return 0
+
+
+COMMANDS = {"predict": (add_predict, run_predict), "plot": (add_plot, run_plot)}
+
+
+def main(argv=None) -> int:
+    """``python -m rhosr.cli_predict {predict,plot} ...`` (same exit codes as rhosr.cli)."""
+    from .cli import _Formatter, _one_line
+
+    parser = argparse.ArgumentParser(prog="rhosr", formatter_class=_Formatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add, _ in COMMANDS.values():
+        add(sub)
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except InputError as err:
+        print(f"rhosr {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

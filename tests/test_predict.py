@@ -1,0 +1,168 @@
+"""rhosr.predict, rhosr.plot and the predict/plot subcommands (tiny model, H2)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rhosr.cli_predict import main
+from rhosr.dataset import CUBE_SYMMETRIES, apply_symmetry, transform_positions
+from rhosr.grid import box_for
+from rhosr.model import build, save_model
+from rhosr.molecule import Molecule, load_molecule
+from rhosr.predict import (
+    _net_fn, max_relative_difference, predict, predict_molecule, resolve_model,
+    symmetrized_apply, tiled_apply,
+)
+from rhosr.units import BOHR
+
+
+def _perturbed(preset="tiny", seed=0):
+    torch.manual_seed(seed)
+    net = build(preset)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("predict")
+    save_model(d / "m.pt", _perturbed())
+    (d / "h2.xyz").write_text("2\n\nH 0 0 0\nH 0 0 0.74\n")
+    (d / "bad.pt").write_bytes(b"not a model at all")
+    return d
+
+
+def _run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cube_round_trip_and_png(files, tmp_path, capsys):
+    from ase.io.cube import read_cube_data
+
+    out = tmp_path / "h2.cube"
+    rc, stdout, err = _run(capsys, "predict", files / "h2.xyz", "--model", files / "m.pt",
+                           "-o", out, "--png", "--device", "cpu")
+    assert rc == 0, err
+    assert "h2: 2 atoms" in stdout and "2.0000 electrons" in stdout
+    data, atoms = read_cube_data(str(out))
+    coarse, fine, pos = box_for(load_molecule(str(files / "h2.xyz")).positions)
+    assert data.shape == fine.mesh
+    assert np.allclose(np.diag(atoms.cell.array) / BOHR, fine.cell, rtol=1e-6)
+    assert np.allclose(atoms.positions / BOHR, pos, atol=1e-6)
+    assert data.sum() * fine.dv == pytest.approx(2.0, rel=1e-4)
+    png = tmp_path / "h2.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # rhosr plot with a reference (itself): difference row, NMAE 0
+    rc, stdout, err = _run(capsys, "plot", out, "--reference", out, "-o", tmp_path / "p.png")
+    assert rc == 0, err
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG" and "NMAE 0.000 %" in stdout
+
+
+def test_api_equals_cli_npy(files, tmp_path, capsys):
+    out = tmp_path / "h2.npy"
+    rc, _, err = _run(capsys, "predict", files / "h2.xyz", "--model", files / "m.pt",
+                      "--format", "npy", "-o", out)
+    assert rc == 0, err
+    info = json.loads((tmp_path / "h2.json").read_text())
+    for key in ("cell_bohr", "mesh", "atoms", "electrons", "model", "seconds", "charge", "spin"):
+        assert key in info
+    assert info["model"] == "m.pt" and info["electrons"] == pytest.approx(2.0)
+    dens = predict(str(files / "h2.xyz"), model=str(files / "m.pt"), device="cpu")
+    arr = np.load(out)
+    assert arr.shape == tuple(info["mesh"]) == dens.grid.mesh
+    assert np.array_equal(arr, dens.values)
+    assert dens.electrons() == pytest.approx(2.0, rel=1e-12)
+    assert dens.meta["model"] == "m.pt" and dens.meta["seconds"] > 0
+    # the model is not the identity: the prediction differs from the SAD
+    from rhosr.sad import sad_density
+
+    sad = sad_density(dens.symbols, dens.positions, dens.grid)
+    assert dens.nmae(sad) > 1e-3
+
+
+def test_tiled_equals_whole_box(files):
+    net, name = resolve_model(str(files / "m.pt"))
+    mol = load_molecule(str(files / "h2.xyz"))
+    whole = predict_molecule(mol, net, model_name=name, max_memory_gb=100.0)
+    assert whole.meta["tile"] is None
+    tiled = predict_molecule(mol, net, model_name=name, tile=(13, 25, 15))
+    assert tiled.meta["tile"] == [13, 25, 15]
+    assert max_relative_difference(tiled.values, whole.values) <= 1e-5
+    # any callable, ragged tiles, halo wider than the tile
+    rng = np.random.default_rng(1)
+    c, f = rng.random((9, 10, 11)), rng.random((18, 20, 22))
+    fn = _net_fn(net, "cpu")
+    ref = fn(c, f)
+    assert max_relative_difference(tiled_apply(fn, c, f, net.receptive_field, 4), ref) <= 1e-5
+
+
+def test_non_local_model_is_not_tiled():
+    from rhosr.predict import predict_arrays
+
+    net = _perturbed("tiny-paper")
+    rng = np.random.default_rng(2)
+    c = rng.random((6, 6, 6))
+    with pytest.warns(RuntimeWarning, match="not local"):
+        rho, info = predict_arrays(net, c, None, 4.0, 0.01, tile=2)
+    assert info["tile"] is None and rho.shape == (12, 12, 12)
+    assert rho.sum() * 0.01 == pytest.approx(4.0)
+
+
+def test_symmetrized_is_equivariant():
+    net = _perturbed()
+    fn = _net_fn(net, "cpu")
+    rng = np.random.default_rng(3)
+    c, f = rng.random((6, 7, 8)), rng.random((12, 14, 16))
+    mean, spread = symmetrized_apply(fn, c, f)
+    assert spread > 0.01
+    for op in (CUBE_SYMMETRIES[13], CUBE_SYMMETRIES[-1]):
+        mean_t, spread_t = symmetrized_apply(fn, apply_symmetry(c, op), apply_symmetry(f, op))
+        assert max_relative_difference(mean_t, apply_symmetry(mean, op)) <= 1e-6
+        assert spread_t == pytest.approx(spread, rel=1e-5)
+
+
+def test_transformed_molecule_has_permuted_box(files):
+    mol = load_molecule(str(files / "h2.xyz"))
+    coarse, _, pos = box_for(mol.positions)
+    op = ((2, 0, 1), (True, False, False))
+    pos_t, cell_t = transform_positions(pos, coarse.cell, op)
+    coarse_t, _, _ = box_for(pos_t)
+    assert coarse_t.mesh == tuple(np.asarray(coarse.mesh)[[2, 0, 1]])
+    assert np.allclose(coarse_t.cell, cell_t)
+    mol_t = Molecule("h2t", mol.symbols, pos_t)
+    assert mol_t.natm == 2
+
+
+def test_symmetrize_meta(files):
+    net, name = resolve_model(str(files / "m.pt"))
+    from rhosr.predict import predict_arrays
+
+    rng = np.random.default_rng(4)
+    c, f = rng.random((5, 5, 6)), rng.random((10, 10, 12))
+    rho, info = predict_arrays(net, c, f, 8.0, 0.05, symmetrize=True)
+    assert info["spread_percent"] > 0
+    assert rho.sum() * 0.05 == pytest.approx(8.0)
+
+
+@pytest.mark.parametrize("case", ["structure", "missing_model", "corrupt_model", "default_model"])
+def test_bad_inputs_exit_2(files, tmp_path, capsys, case):
+    args = {
+        "structure": [tmp_path / "nope.xyz", "--model", files / "m.pt"],
+        "missing_model": [files / "h2.xyz", "--model", tmp_path / "nope.pt"],
+        "corrupt_model": [files / "h2.xyz", "--model", files / "bad.pt"],
+        "default_model": [files / "h2.xyz"],
+    }[case]
+    from rhosr.predict import default_model_path
+
+    if case == "default_model" and default_model_path().is_file():
+        pytest.skip("a bundled model exists")
+    rc, stdout, err = _run(capsys, "predict", *args, "-o", tmp_path / "out.cube")
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("rhosr predict: error:")
+    assert not (tmp_path / "out.cube").exists()
