@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rhosr.dft import DFTResult, build_cell, evaluate_density, level_of_theory, make_scf, run_dft
+from rhosr.dft import DFTResult, build_cell, evaluate_density, level_of_theory, run_dft
 from rhosr.grid import Grid, box_for
 from rhosr.units import ANGSTROM_TO_BOHR
 

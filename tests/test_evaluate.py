@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rhosr.cli_train import main as cli_main
+from rhosr.cli import main as cli_main
 from rhosr.evaluate import evaluate, format_table, split_ids
 from rhosr.model import build, save_model
 from rhosr.molecule import InputError

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rhosr.cli_predict import main
+from rhosr.cli import main
 from rhosr.dataset import CUBE_SYMMETRIES, apply_symmetry, transform_positions
 from rhosr.grid import box_for
 from rhosr.model import build, save_model

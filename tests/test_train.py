@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from rhosr.cli_train import main as cli_main
+from rhosr.cli import main as cli_main
 from rhosr.evaluate import evaluate
 from rhosr.grid import Grid, box_for
 from rhosr.model import build, load_model, read_model_file, save_model
@@ -188,9 +188,7 @@ def test_sigkill_leaves_loadable_last(store, tmp_path):
 
 
 def test_ddp_two_processes_identical_weights(store, tmp_path):
-    from rhosr import cli
-
-    module = "rhosr" if "train" in getattr(cli, "COMMANDS", {}) else "rhosr.cli_train"
+    module = "rhosr"
     run, hashes = tmp_path / "ddp", tmp_path / "hashes"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", module, "train", str(store.path), "--out", str(run), "--preset", "tiny",

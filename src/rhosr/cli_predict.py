@@ -9,7 +9,6 @@ either module may be imported first.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -148,27 +147,3 @@ def run_plot(args) -> int:
             line += f" (NMAE {100 * dens.nmae(reference):.3f} %)"
         print(line)
     return 0
-
-
-COMMANDS = {"predict": (add_predict, run_predict), "plot": (add_plot, run_plot)}
-
-
-def main(argv=None) -> int:
-    """``python -m rhosr.cli_predict {predict,plot} ...`` (same exit codes as rhosr.cli)."""
-    from .cli import _Formatter, _one_line
-
-    parser = argparse.ArgumentParser(prog="rhosr", formatter_class=_Formatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for add, _ in COMMANDS.values():
-        add(sub)
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command][1](args)
-    except InputError as err:
-        print(f"rhosr {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,29 +1,22 @@
 """The ``rhosr train`` and ``rhosr evaluate`` subcommands.
 
-Registered in :data:`rhosr.cli.COMMANDS` as ``"train": (add_train, run_train)``
-and ``"evaluate": (add_evaluate, run_evaluate)``.  ``python -m rhosr.cli_train
-train ...`` runs them without the main command (used under ``torchrun``
-before registration).
+Registered in :data:`rhosr.cli.COMMANDS`; ``torchrun ... -m rhosr train``
+runs the training subcommand in every process.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from .molecule import InputError
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 # ---------------------------------------------------------------- train
 
 
 def add_train(sub) -> None:
+    from .cli import _Formatter
     from .model import DEFAULT_PRESET, PRESETS
     from .train import DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_VAL_EVERY
 
@@ -112,6 +105,8 @@ def run_train(args) -> int:
 
 
 def add_evaluate(sub) -> None:
+    from .cli import _Formatter
+
     p = sub.add_parser(
         "evaluate", formatter_class=_Formatter,
         help="NMAE of a model on a store, against the SAD baseline",
@@ -146,27 +141,3 @@ def run_evaluate(args) -> int:
 
 # ---------------------------------------------------------------- standalone
 
-
-COMMANDS = {"train": (add_train, run_train), "evaluate": (add_evaluate, run_evaluate)}
-
-
-def main(argv=None) -> int:
-    """``python -m rhosr.cli_train {train,evaluate} ...`` (same exit codes as rhosr.cli)."""
-    from .cli import _one_line
-    from .store import StoreError
-
-    parser = argparse.ArgumentParser(prog="rhosr", formatter_class=_Formatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for add, _ in COMMANDS.values():
-        add(sub)
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command][1](args)
-    except (InputError, StoreError) as err:
-        print(f"rhosr {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

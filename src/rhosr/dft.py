@@ -429,7 +429,6 @@ def evaluate_density(cell, grid: Grid, mo_coeff, mo_occ, eps: float = DENSITY_EP
     rows, cen = _periodic_images(grid.cell, cen0, r0)
     ex, pw, r2 = ex0[rows], pw0[rows], r0[rows] ** 2
     w = np.ascontiguousarray(w0[rows])
-    nocc = w.shape[1]
     ax, ay, az = grid.axes()
     bx, by, bz = (int(b) for b in brick)
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import math
-import os
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
