@@ -108,6 +108,22 @@ def test_checkpoints_are_model_files_and_metrics(store, tmp_path):
         train(store, run, preset="tiny", steps=1, progress=False)
 
 
+def test_info_of_a_model_file(store, tmp_path, capsys):
+    run = tmp_path / "run"
+    result = train(store, run, preset="tiny", steps=2, batch=1, val_every=2, progress=False)
+    assert cli_main(["info", str(run / "best.pt")]) == 0
+    out = capsys.readouterr().out
+    n_params = sum(p.numel() for p in load_model(run / "best.pt").parameters())
+    assert "preset" in out and "tiny" in out
+    assert f"{n_params:,}" in out
+    assert "2 molecules (qm9_000001 .. qm9_000003), 1 validation" in out
+    assert f"{result['best_val_nmae_percent']:.3f} %" in out
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a model")
+    assert cli_main(["info", str(bad)]) == 2
+    assert "not a rhosr model file" in capsys.readouterr().err
+
+
 def test_same_seed_same_weights_and_exact_resume(store, tmp_path):
     kw = dict(preset="tiny", steps=4, batch=2, val_every=2, ema=0.8, progress=False)
     a = train(store, tmp_path / "a", seed=5, **kw)

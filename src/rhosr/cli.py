@@ -213,21 +213,62 @@ def _run_export(args) -> int:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", formatter_class=_Formatter, help="summarise a store",
-                       description="Print a summary table of a store.")
-    p.add_argument("path", metavar="STORE")
+    p = sub.add_parser("info", formatter_class=_Formatter, help="summarise a store or a model file",
+                       description="Print a summary table of a store (a directory) or of a model "
+                                   "file (preset, parameters, training data, best validation NMAE).")
+    p.add_argument("path", metavar="STORE|MODEL_FILE")
 
 
 def _run_info(args) -> int:
     from .store import Store, StoreError
 
     path = Path(args.path)
+    if path.is_file():
+        for line in model_summary(path):
+            print(line)
+        return 0
     if not path.is_dir():
-        raise StoreError(f"{path}: not a rhosr store")
+        raise StoreError(f"{path}: neither a rhosr store nor a model file")
     store = Store(path)
     for line in store_summary(store):
         print(line)
     return 0
+
+
+def model_summary(path) -> list[str]:
+    """Summary lines of a model file: preset, parameters, training data, best val NMAE."""
+    from .model import build, count_parameters, read_model_file
+
+    try:
+        record = read_model_file(path)
+        n_params = count_parameters(build(record["config"]), trainable_only=False)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    extra, versions = record["extra"], record["versions"]
+    data = extra.get("training_data") or {}
+    best = extra.get("best_val_nmae_percent")
+    cfg = record["config"]
+    rows = [
+        ("model file", str(path)),
+        ("preset", str(extra.get("preset") or "custom")),
+        ("architecture", f"{cfg.get('arch')}, C={cfg.get('channels')}, N={cfg.get('blocks')}, "
+                         f"K1={cfg.get('kernel_in')}, K2={cfg.get('kernel')}, norm={cfg.get('norm')}"),
+        ("parameters", f"{n_params:,}"),
+    ]
+    if data:
+        rng = data.get("id_range") or ["?", "?"]
+        rows.append(("training data", f"{data.get('molecules')} molecules ({rng[0]} .. {rng[-1]}), "
+                                      f"{data.get('val_molecules')} validation"))
+    if "steps" in extra:
+        rows.append(("training", f"{extra['steps']} steps, {float(extra.get('seconds', 0)) / 3600:.2f} h, "
+                                 f"world size {extra.get('world_size', 1)}"))
+    rows.append(("best validation NMAE", "-" if best is None else f"{best:.3f} %"))
+    if extra.get("init"):
+        rows.append(("fine-tuned from", str(extra["init"])))
+    if versions:
+        rows.append(("written by", f"rhosr {versions.get('rhosr', '?')}, torch {versions.get('torch', '?')}"))
+    width = max(len(k) for k, _ in rows)
+    return [f"{k:<{width}}  {v}" for k, v in rows]
 
 
 def store_summary(store) -> list[str]:
