@@ -1,0 +1,83 @@
+"""Wall time of ``rhosr predict`` against the PySCF SCF it replaces, in one run.
+
+For each molecule (default: 5 QM9 test-split molecules, ``qm9:test/5``):
+
+* predict: SAD on both meshes + network + normalisation + writing the cube
+  file, through the Python API with the model already loaded (what a loop over
+  many molecules pays), and once through the ``rhosr predict`` command
+  (interpreter start, imports and model loading included);
+* DFT: the reference Kohn–Sham calculation at the published level of theory
+  (:func:`rhosr.dft.run_dft`: SCF plus the density on the fine mesh).
+
+Both run on the same machine with the same number of threads, one after the
+other, and the script prints the ratio DFT / predict per molecule and overall.
+
+    PYTHONPATH=src python benchmarks/predict_vs_dft.py [--model default|PATH] [--specs qm9:test/5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from rhosr.dft import run_dft  # noqa: E402
+from rhosr.grid import box_for  # noqa: E402
+from rhosr.molecule import load_molecules  # noqa: E402
+from rhosr.predict import predict_molecule, resolve_model  # noqa: E402
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--specs", nargs="+", default=["qm9:test/5"], help="structures")
+    ap.add_argument("--model", default="default", help="default or a model file")
+    ap.add_argument("--threads", type=int, default=None, help="threads for torch and PySCF")
+    args = ap.parse_args(argv)
+    import torch
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    mols = [m for spec in args.specs for m in load_molecules(spec)]
+    net, name = resolve_model(args.model, torch.device("cpu"))
+    print(f"{len(mols)} molecules, model {name}, {threads} threads, torch {torch.__version__}")
+    print(f"{'molecule':<12} {'atoms':>5} {'fine mesh':>14} {'predict s':>10} {'CLI s':>7} "
+          f"{'DFT s':>8} {'SCF cyc':>7} {'NMAE %':>7} {'DFT/predict':>11} {'DFT/CLI':>8}")
+    tot_p = tot_c = tot_d = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for mol in mols:
+            t0 = time.perf_counter()
+            dens = predict_molecule(mol, net, model_name=name)
+            dens.write(Path(tmp) / f"{mol.id}.cube")
+            t_pred = time.perf_counter() - t0
+
+            cmd = [sys.executable, "-m", "rhosr", "predict", mol.source if mol.source else mol.id,
+                   "--model", str(args.model), "-o", str(Path(tmp) / f"{mol.id}.cli.cube")]
+            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            t_cli = time.perf_counter() - t0
+
+            _, fine, pos = box_for(mol.positions)
+            t0 = time.perf_counter()
+            res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin, threads=threads)
+            t_dft = time.perf_counter() - t0
+            err = 100.0 * float(np.abs(dens.values - res.density).sum() / res.density.sum())
+            tot_p, tot_c, tot_d = tot_p + t_pred, tot_c + t_cli, tot_d + t_dft
+            print(f"{mol.id:<12} {len(mol.symbols):>5} {'x'.join(map(str, fine.mesh)):>14} "
+                  f"{t_pred:>10.3f} {t_cli:>7.2f} {t_dft:>8.2f} {res.iterations:>7} {err:>7.3f} "
+                  f"{t_dft / t_pred:>11.0f} {t_dft / t_cli:>8.1f}", flush=True)
+    print(f"{'total':<12} {'':>5} {'':>14} {tot_p:>10.3f} {tot_c:>7.2f} {tot_d:>8.2f} {'':>7} {'':>7} "
+          f"{tot_d / tot_p:>11.0f} {tot_d / tot_c:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
