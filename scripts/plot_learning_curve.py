@@ -1,0 +1,62 @@
+"""Learning curve of one or more training runs (RUN_DIR/metrics.csv) as a PNG.
+
+    python scripts/plot_learning_curve.py RUN_DIR [RUN_DIR ...] -o docs/learning_curve.png [--sad PERCENT]
+
+Training loss (NMAE %, running mean over --window steps) and validation NMAE
+(%) against wall-clock minutes, log scale; ``--sad`` draws the SAD baseline
+on the same validation molecules as a horizontal line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def read_metrics(run_dir: Path):
+    rows = list(csv.DictReader(open(Path(run_dir) / "metrics.csv")))
+    minutes = np.array([float(r["seconds"]) / 60 for r in rows])
+    loss = np.array([float(r["loss_nmae_percent"]) for r in rows])
+    val = [(float(r["seconds"]) / 60, float(r["val_nmae_percent"])) for r in rows if r["val_nmae_percent"]]
+    return minutes, loss, np.array(val).reshape(-1, 2)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--sad", type=float, default=None, help="SAD NMAE %% on the validation molecules")
+    ap.add_argument("--window", type=int, default=50)
+    args = ap.parse_args(argv)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, run in enumerate(args.runs):
+        minutes, loss, val = read_metrics(run)
+        w = min(args.window, len(loss))
+        smooth = np.convolve(loss, np.ones(w) / w, mode="valid") if w else loss
+        colour = f"C{i}"
+        ax.plot(minutes[w - 1:], smooth, color=colour, alpha=0.5, lw=1,
+                label=f"{run.name}: training loss (mean of {w} steps)")
+        if len(val):
+            ax.plot(val[:, 0], val[:, 1], "o-", color=colour, ms=3, label=f"{run.name}: validation")
+    if args.sad is not None:
+        ax.axhline(args.sad, color="k", ls="--", lw=1, label=f"SAD baseline ({args.sad:.1f} %)")
+    ax.set_yscale("log")
+    ax.set_xlabel("wall-clock minutes (2 CPU cores)")
+    ax.set_ylabel("NMAE (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
