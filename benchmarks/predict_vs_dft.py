@@ -25,11 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from rhosr.density import nmae  # noqa: E402
 from rhosr.dft import run_dft  # noqa: E402
 from rhosr.grid import box_for  # noqa: E402
 from rhosr.molecule import load_molecules  # noqa: E402
@@ -51,6 +50,7 @@ def main(argv=None) -> None:
     print(f"{len(mols)} molecules, model {name}, {threads} threads, torch {torch.__version__}")
     print(f"{'molecule':<12} {'atoms':>5} {'fine mesh':>14} {'predict s':>10} {'CLI s':>7} "
           f"{'DFT s':>8} {'SCF cyc':>7} {'NMAE %':>7} {'DFT/predict':>11} {'DFT/CLI':>8}")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     tot_p = tot_c = tot_d = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for mol in mols:
@@ -61,7 +61,6 @@ def main(argv=None) -> None:
 
             cmd = [sys.executable, "-m", "rhosr", "predict", mol.source if mol.source else mol.id,
                    "--model", str(args.model), "-o", str(Path(tmp) / f"{mol.id}.cli.cube")]
-            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
             t_cli = time.perf_counter() - t0
@@ -70,7 +69,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin, threads=threads)
             t_dft = time.perf_counter() - t0
-            err = 100.0 * float(np.abs(dens.values - res.density).sum() / res.density.sum())
+            err = 100.0 * nmae(dens.values, res.density)
             tot_p, tot_c, tot_d = tot_p + t_pred, tot_c + t_cli, tot_d + t_dft
             print(f"{mol.id:<12} {len(mol.symbols):>5} {'x'.join(map(str, fine.mesh)):>14} "
                   f"{t_pred:>10.3f} {t_cli:>7.2f} {t_dft:>8.2f} {res.iterations:>7} {err:>7.3f} "
