@@ -5,7 +5,9 @@ on the training molecules of STORE (standard QM9 split) and validates on its
 validation molecules; the table lists the change, parameters, steps reached,
 seconds per step, and the best validation NMAE next to the SAD baseline of the
 same validation molecules.  Rows run one after the other in this process, so
-their times compare; runs land in ``--out/<row>``.
+their times compare; runs land in ``--out/<row>``.  ``--out/ablation.json``
+collects the rows: rows measured by an earlier invocation into the same
+``--out`` stay in it (and in the printed table) unless measured again.
 
     PYTHONPATH=src python benchmarks/ablation.py STORE --out DIR [--minutes 5] [--rows ...]
 """
@@ -66,12 +68,17 @@ def main(argv=None) -> None:
                "sad_nmae_percent": ev["summary"]["mean_sad_nmae_percent"]}
         results.append(row)
         print(json.dumps(row), flush=True)
+    # rows measured earlier into the same --out (other invocations) stay in the table
+    table = args.out / "ablation.json"
+    earlier = json.loads(table.read_text()) if table.exists() else []
+    done = {r["row"] for r in results}
+    results = [r for r in earlier if r["row"] not in done] + results
     print(f"\n| row | change | parameters | steps in {args.minutes:g} min | s/step | val NMAE % | SAD % |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r['row']} | {r['change']} | {r['parameters']:,} | {r['steps']} | {r['s_per_step']:.2f} "
               f"| {r['val_nmae_percent']:.2f} | {r['sad_nmae_percent']:.2f} |")
-    (args.out / "ablation.json").write_text(json.dumps(results, indent=1))
+    table.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

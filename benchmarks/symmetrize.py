@@ -24,10 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.density import nmae  # noqa: E402
-from rhosr.evaluate import split_ids  # noqa: E402
-from rhosr.grid import UPSAMPLE  # noqa: E402
+from rhosr.evaluate import record_sad, split_ids  # noqa: E402
 from rhosr.predict import predict_arrays, resolve_model  # noqa: E402
-from rhosr.sad import sad_density  # noqa: E402
 from rhosr.store import Store  # noqa: E402
 
 
@@ -55,8 +53,7 @@ def main(argv=None) -> None:
     for mol_id in ids:
         rec = store.read(mol_id)
         grid = rec.grid
-        sad_f = sad_density(rec.symbols, rec.positions, grid, charge=rec.charge)
-        sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])
+        sad_c, sad_f = record_sad(rec)
         t0 = time.perf_counter()
         plain, _ = predict_arrays(net, sad_c, sad_f, rec.nelectron, grid.dv)
         t_plain = time.perf_counter() - t0

@@ -1,10 +1,13 @@
 """Learning curve of one or more training runs (RUN_DIR/metrics.csv) as a PNG.
 
-    python scripts/plot_learning_curve.py RUN_DIR [RUN_DIR ...] -o docs/learning_curve.png [--sad PERCENT]
+    python scripts/plot_learning_curve.py RUN_DIR [RUN_DIR ...] -o docs/learning_curve.png \
+        [--sad PERCENT] [--chain]
 
 Training loss (NMAE %, running mean over --window steps) and validation NMAE
 (%) against wall-clock minutes, log scale; ``--sad`` draws the SAD baseline
-on the same validation molecules as a horizontal line.
+on the same validation molecules as a horizontal line.  ``--chain``: the runs
+are consecutive phases of one training (each started with ``--init`` from the
+one before), so each run's clock starts where the previous one ended.
 """
 
 from __future__ import annotations
@@ -34,10 +37,20 @@ def main(argv=None) -> None:
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--sad", type=float, default=None, help="SAD NMAE %% on the validation molecules")
     ap.add_argument("--window", type=int, default=50)
+    ap.add_argument("--chain", action="store_true",
+                    help="runs are consecutive phases: continue the time axis")
     args = ap.parse_args(argv)
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    offset = 0.0
     for i, run in enumerate(args.runs):
         minutes, loss, val = read_metrics(run)
+        minutes = minutes + offset
+        if len(val):
+            val[:, 0] += offset
+        if args.chain and len(minutes):
+            if i:
+                ax.axvline(offset, color="grey", ls=":", lw=1)
+            offset = float(minutes[-1])
         w = min(args.window, len(loss))
         smooth = np.convolve(loss, np.ones(w) / w, mode="valid") if w else loss
         colour = f"C{i}"

@@ -47,14 +47,21 @@ def split_ids(ids, split: str, val_fraction: float = 0.1) -> list[str]:
     return select_ids(ids, split, val_fraction)
 
 
+def record_sad(record, sad_variant: str = "paper"):
+    """(coarse SAD, fine SAD) of a store record, float32 numpy: the network's
+    inputs.  The coarse mesh is every UPSAMPLE-th fine point (same origin)."""
+    sad_f = sad_density(record.symbols, record.positions, record.grid, charge=record.charge,
+                        variant=sad_variant).astype(np.float32)
+    sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])
+    return sad_c, sad_f
+
+
 @torch.no_grad()
 def predict_record(model, record, device, normalize: bool = True, sad_variant: str = "paper",
                    amp: bool = False):
     """(prediction, fine SAD) of one store record on its fine mesh, float32 numpy."""
     grid = record.grid
-    sad_f = sad_density(record.symbols, record.positions, grid, charge=record.charge,
-                        variant=sad_variant).astype(np.float32)
-    sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])
+    sad_c, sad_f = record_sad(record, sad_variant)
     sc = torch.from_numpy(sad_c)[None, None].to(device)
     sf = torch.from_numpy(sad_f)[None, None].to(device)
     n_e = dv = None
