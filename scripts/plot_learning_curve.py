@@ -1,7 +1,7 @@
 """Learning curve of one or more training runs (RUN_DIR/metrics.csv) as a PNG.
 
     python scripts/plot_learning_curve.py RUN_DIR [RUN_DIR ...] -o docs/learning_curve.png \
-        [--sad PERCENT] [--chain]
+        [--sad PERCENT] [--target PERCENT] [--chain]
 
 Training loss (NMAE %, running mean over --window steps) and validation NMAE
 (%) against wall-clock minutes, log scale; ``--sad`` draws the SAD baseline
@@ -36,6 +36,7 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--sad", type=float, default=None, help="SAD NMAE %% on the validation molecules")
+    ap.add_argument("--target", type=float, default=None, help="a target NMAE %% to mark")
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--chain", action="store_true",
                     help="runs are consecutive phases: continue the time axis")
@@ -60,7 +61,14 @@ def main(argv=None) -> None:
             ax.plot(val[:, 0], val[:, 1], "o-", color=colour, ms=3, label=f"{run.name}: validation")
     if args.sad is not None:
         ax.axhline(args.sad, color="k", ls="--", lw=1, label=f"SAD baseline ({args.sad:.1f} %)")
+    if args.target is not None:
+        ax.axhline(args.target, color="C3", ls=":", lw=1, label=f"target ({args.target:g} %)")
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
+
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter(""))
     ax.set_xlabel("wall-clock minutes (2 CPU cores)")
     ax.set_ylabel("NMAE (%)")
     ax.grid(True, which="both", alpha=0.3)
