@@ -240,6 +240,12 @@ def test_save_load_round_trip(tmp_path, preset):
             p.add_(0.01 * torch.randn_like(p))
     path = save_model(tmp_path / "m.pt", model, extra={"step": 12, "note": "x", "shape": (1, 2)})
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left
+    old_mask = os.umask(0o022)
+    try:  # the atomic write keeps the usual mode, not the temp file's owner-only 0600
+        assert os.stat(save_model(tmp_path / "mode.pt", model)).st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old_mask)
+    (tmp_path / "mode.pt").unlink()
     loaded = load_model(path)
     assert loaded.config == model.config and not loaded.training
     coarse, fine = inputs((3, 4, 5))

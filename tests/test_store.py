@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import os
 
 import numpy as np
 import pytest
@@ -85,3 +86,16 @@ def test_concurrent_readers(tmp_path):
         sums = pool.map(_read_sum, jobs)
     expected = [float(_record(f"m{k % 4}", seed=k % 4).rho_dft.sum()) for k in range(16)]
     np.testing.assert_allclose(sums, expected, rtol=1e-6)
+
+
+def test_files_get_the_usual_mode(tmp_path):
+    # atomic writes go through a temp file; the renamed file must not stay owner-only (0600)
+    old_mask = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "s", mode="a")
+        store.write(_record())
+    finally:
+        os.umask(old_mask)
+    files = [p for p in (tmp_path / "s").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert any(p.suffix == ".h5" for p in files)
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o644 for p in files}

@@ -55,12 +55,13 @@ import math
 import os
 import pickle
 import platform
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ._files import mkstemp_public
 
 #: Fine mesh points per coarse mesh point, per axis (as in :mod:`rhosr.grid`).
 UPSAMPLE = 2
@@ -489,7 +490,7 @@ def atomic_torch_save(obj, path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename:
     a reader (or a kill) never sees a half-written file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp_public(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)

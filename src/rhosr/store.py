@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ._files import mkstemp_public
 from .grid import Grid
 
 FORMAT = "rhosr-store"
@@ -233,7 +233,7 @@ class Store:
         if rho.shape != tuple(rec.fine_mesh):
             raise ValueError(f"{rec.id}: density shape {rho.shape} != fine mesh {rec.fine_mesh}")
         final = self._record_path(rec.id)
-        fd, tmp = tempfile.mkstemp(prefix=f".{rec.id}.", suffix=".tmp", dir=final.parent)
+        fd, tmp = mkstemp_public(final)
         os.close(fd)
         try:
             with h5py.File(tmp, "w") as f:
@@ -284,7 +284,7 @@ class Store:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = mkstemp_public(path)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
