@@ -56,6 +56,7 @@ def test_paper_parameter_count():
 def test_preset_table():
     assert DEFAULT_PRESET == "sr"
     assert abs(count_parameters(build("sr")) - 0.34e6) <= 0.01 * 0.34e6
+    assert count_parameters(build("sr-narrow")) == count_parameters(build("sr", channels=16))
     assert receptive_field("sr") == 14 and receptive_field("tiny") == 6
     assert is_local("sr") and not is_local("paper")
     for name, config in PRESETS.items():

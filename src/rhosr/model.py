@@ -30,7 +30,7 @@ architectures, chosen by ``ModelConfig.arch``:
     without affine: 9,354,403; per-channel PReLU: +1,054); the convs with
     biases make up 9,354,370 of it.
 
-``"sad-residual"`` (presets ``sr``, ``tiny``, ``sr-wide``, ``sr-deep``)
+``"sad-residual"`` (presets ``sr``, ``tiny``, ``sr-wide``, ``sr-deep``, ``sr-narrow``)
     Works on the coarse mesh only and predicts a correction to the SAD on the
     fine mesh: x = input_scale·sqrt(sad_coarse); Conv(1→C, K1) + PReLU; N
     blocks [Conv(K2) → PReLU → Conv(K2)] + identity; long skip; Conv(C→8,
@@ -162,6 +162,8 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     "sr": ModelConfig(arch="sad-residual", channels=32, blocks=6, kernel_in=3, kernel=3),
     "sr-wide": ModelConfig(arch="sad-residual", channels=48, blocks=6, kernel_in=3, kernel=3),
+    # 2.7x cheaper per step than "sr"; best of the equal 7-minute ablation rows
+    "sr-narrow": ModelConfig(arch="sad-residual", channels=16, blocks=6, kernel_in=3, kernel=3),
     "sr-deep": ModelConfig(arch="sad-residual", channels=32, blocks=12, kernel_in=3, kernel=3),
     "tiny": ModelConfig(arch="sad-residual", channels=8, blocks=2, kernel_in=3, kernel=3),
     "tiny-paper": ModelConfig(
