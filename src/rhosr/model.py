@@ -61,7 +61,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._files import mkstemp_public
+from ._files import atomic_path
 
 #: Fine mesh points per coarse mesh point, per axis (as in :mod:`rhosr.grid`).
 UPSAMPLE = 2
@@ -491,18 +491,10 @@ def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
 def atomic_torch_save(obj, path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename:
     a reader (or a kill) never sees a half-written file."""
-    path = Path(path)
-    fd, tmp = mkstemp_public(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_model_file(path, map_location="cpu") -> dict:

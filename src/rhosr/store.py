@@ -29,14 +29,13 @@ The SAD density is not stored: it is recomputed from the record
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from ._files import mkstemp_public
+from ._files import atomic_path
 from .grid import Grid
 
 FORMAT = "rhosr-store"
@@ -233,35 +232,28 @@ class Store:
         if rho.shape != tuple(rec.fine_mesh):
             raise ValueError(f"{rec.id}: density shape {rho.shape} != fine mesh {rec.fine_mesh}")
         final = self._record_path(rec.id)
-        fd, tmp = mkstemp_public(final)
-        os.close(fd)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("rho_dft", data=rho, chunks=tuple(min(_CHUNK, n) for n in rho.shape),
-                                 compression="gzip", compression_opts=4, shuffle=True)
-                f.create_dataset("symbols", data=np.array(rec.symbols, dtype="S3"))
-                f.create_dataset("positions", data=np.asarray(rec.positions, dtype=float))
-                f.create_dataset("cell", data=np.asarray(rec.cell, dtype=float))
-                f.create_dataset("fine_mesh", data=np.asarray(rec.fine_mesh, dtype=np.int64))
-                f.create_dataset("coarse_mesh", data=np.asarray(rec.coarse_mesh, dtype=np.int64))
-                a = f.attrs
-                a["id"] = rec.id
-                a["source"] = rec.source
-                a["charge"] = int(rec.charge)
-                a["spin"] = int(rec.spin)
-                a["energy"] = float(rec.energy)
-                a["converged"] = bool(rec.converged)
-                a["scf_iterations"] = int(rec.scf_iterations)
-                a["seconds"] = float(rec.seconds)
-                a["timings"] = json.dumps(rec.timings)
-                a["level_of_theory"] = json.dumps(rec.level_of_theory)
-                a["rhosr_version"] = rec.rhosr_version or _version()
-                a["units"] = "positions, cell: bohr; rho_dft: e/bohr^3; energy: hartree"
-                a["complete"] = True
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("rho_dft", data=rho, chunks=tuple(min(_CHUNK, n) for n in rho.shape),
+                             compression="gzip", compression_opts=4, shuffle=True)
+            f.create_dataset("symbols", data=np.array(rec.symbols, dtype="S3"))
+            f.create_dataset("positions", data=np.asarray(rec.positions, dtype=float))
+            f.create_dataset("cell", data=np.asarray(rec.cell, dtype=float))
+            f.create_dataset("fine_mesh", data=np.asarray(rec.fine_mesh, dtype=np.int64))
+            f.create_dataset("coarse_mesh", data=np.asarray(rec.coarse_mesh, dtype=np.int64))
+            a = f.attrs
+            a["id"] = rec.id
+            a["source"] = rec.source
+            a["charge"] = int(rec.charge)
+            a["spin"] = int(rec.spin)
+            a["energy"] = float(rec.energy)
+            a["converged"] = bool(rec.converged)
+            a["scf_iterations"] = int(rec.scf_iterations)
+            a["seconds"] = float(rec.seconds)
+            a["timings"] = json.dumps(rec.timings)
+            a["level_of_theory"] = json.dumps(rec.level_of_theory)
+            a["rhosr_version"] = rec.rhosr_version or _version()
+            a["units"] = "positions, cell: bohr; rho_dft: e/bohr^3; energy: hartree"
+            a["complete"] = True
         failed = self.path / "failed" / f"{rec.id}.json"
         failed.unlink(missing_ok=True)
         return final
@@ -284,7 +276,5 @@ class Store:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = mkstemp_public(path)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
