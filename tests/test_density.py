@@ -47,6 +47,28 @@ def test_cube_reads_in_ase_with_the_right_grid(tmp_path, density):
     assert float(lines[6].split()[1]) == 4.0 and float(lines[7].split()[1]) == 1.0
 
 
+@pytest.mark.parametrize("nz", [1, 5, 6, 13, 98])
+def test_cube_values_match_percent_formatting(nz):
+    """The vectorised cube writer gives the layout and digits of "%14.6E", 6 per line."""
+    from rhosr.density import CUBE_TINY, _cube_rows
+
+    rng = np.random.default_rng(nz)
+    v = rng.random((40, nz)) * 10.0 ** rng.integers(-98, 4, (40, nz))
+    v[0, 0], v[1, 0], v[2, 0] = 0.0, -2.5e-3, 9.9999996e-3  # zero, a sign, a carry to 1.0E-02
+    v[3, 0] = 3e-101  # below CUBE_TINY: written as zero
+    full, rest = divmod(nz, 6)
+    fmt = ("%14.6E" * 6 + "\n") * full + ("%14.6E" * rest + "\n" if rest else "")
+    want = "".join(fmt % tuple(row) for row in v)
+    got = _cube_rows(v).decode()
+    assert [len(line) for line in got.splitlines()] == [len(line) for line in want.splitlines()]
+    expected = np.where(np.abs(v) < CUBE_TINY, 0.0, v).ravel()
+    np.testing.assert_allclose(np.array(got.split(), dtype=float), expected, rtol=5e-7, atol=0)
+    assert "1.000000E-02" in got and "-2.500000E-03" in got
+    big = np.abs(v).ravel() >= CUBE_TINY
+    pairs = [(a, b) for a, b, keep in zip(got.split(), want.split(), big) if keep]
+    assert sum(a != b for a, b in pairs) <= 1  # the same digits, bar a rare last digit
+
+
 def test_nmae():
     ref = np.ones((2, 2, 2))
     assert nmae(ref * 1.1, ref) == pytest.approx(0.1)

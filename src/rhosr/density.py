@@ -113,21 +113,85 @@ def _write_cube(path: Path, d: Density) -> None:
     nx, ny, nz = d.grid.mesh
     spacing = d.grid.spacing
     comment = d.meta.get("comment", "rhosr valence electron density (e/bohr^3), periodic mesh, spacing L/n")
-    with open(path, "w") as f:
-        f.write(f"{comment}\n")
-        f.write("OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z\n")
-        f.write(f"{len(d.symbols):5d}{0.0:14.8f}{0.0:14.8f}{0.0:14.8f}\n")
-        for axis, n in enumerate((nx, ny, nz)):
-            vec = np.zeros(3)
-            vec[axis] = spacing[axis]
-            f.write(f"{n:5d}{vec[0]:14.8f}{vec[1]:14.8f}{vec[2]:14.8f}\n")
-        for s, (x, y, z) in zip(d.symbols, np.asarray(d.positions)):
-            f.write(f"{atomic_number(s):5d}{float(valence_charge(s)):14.8f}{x:14.8f}{y:14.8f}{z:14.8f}\n")
-        # rows of 6 values per (x, y) line, the usual layout
+    header = [f"{comment}\n", "OUTER LOOP: X, MIDDLE LOOP: Y, INNER LOOP: Z\n",
+              f"{len(d.symbols):5d}{0.0:14.8f}{0.0:14.8f}{0.0:14.8f}\n"]
+    for axis, n in enumerate((nx, ny, nz)):
+        vec = np.zeros(3)
+        vec[axis] = spacing[axis]
+        header.append(f"{n:5d}{vec[0]:14.8f}{vec[1]:14.8f}{vec[2]:14.8f}\n")
+    for s, (x, y, z) in zip(d.symbols, np.asarray(d.positions)):
+        header.append(f"{atomic_number(s):5d}{float(valence_charge(s)):14.8f}{x:14.8f}{y:14.8f}{z:14.8f}\n")
+    values = np.asarray(d.values, dtype=np.float64).reshape(nx * ny, nz)
+    with open(path, "wb") as f:
+        f.write("".join(header).encode())
+        # rows of 6 values per (x, y) line, the usual layout; ~100k values per chunk
+        step = max(1, 100_000 // nz)
+        for i in range(0, nx * ny, step):
+            f.write(_cube_rows(values[i:i + step]))
+
+
+#: Absolute values below this are written as zero by :func:`_cube_rows`
+#: (they would need a three-digit exponent).
+CUBE_TINY = 1e-99
+
+
+def _cube_rows(rows: np.ndarray) -> bytes:
+    """``rows`` (m, nz) as cube text: each value as ``"%14.6E"``, 6 per line,
+    a line break after each row.  Vectorised (no Python formatting per value):
+    ~10x faster than ``%``-formatting; the digits agree with it except for an
+    occasional last-digit difference where the value lies next to a rounding
+    boundary.  Values with ``|v| < CUBE_TINY`` are written as zero; values
+    that are not finite or have ``|v| >= 1e100`` fall back to ``%``-formatting.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    m, nz = rows.shape
+    a = np.abs(rows).ravel()
+    if not np.all(np.isfinite(a)) or (a.size and a.max() >= 1e100):
         full, rest = divmod(nz, 6)
-        row_fmt = ("%14.6E" * 6 + "\n") * full + ("%14.6E" * rest + "\n" if rest else "")
-        values = np.asarray(d.values, dtype=np.float64).reshape(nx * ny, nz)
-        f.writelines(row_fmt % tuple(row) for row in values)
+        fmt = ("%14.6E" * 6 + "\n") * full + ("%14.6E" * rest + "\n" if rest else "")
+        return "".join(fmt % tuple(r) for r in rows).encode()
+    neg = np.signbit(rows).ravel()
+    a = np.where(a < CUBE_TINY, 0.0, a)
+    nonzero = a > 0
+    exp = np.zeros(a.shape, dtype=np.int64)
+    exp[nonzero] = np.floor(np.log10(a[nonzero])).astype(np.int64)
+    mant = np.zeros(a.shape)
+    mant[nonzero] = a[nonzero] / np.power(10.0, exp[nonzero])
+    digits = np.rint(mant * 1e6).astype(np.int64)
+    over = digits >= 10_000_000  # 9.9999996 -> 10.000000: one decade up
+    digits[over] = np.rint(digits[over] / 10.0).astype(np.int64)
+    exp[over] += 1
+    # one contiguous row per character column, transposed once at the end
+    cols = np.empty((14, a.size), dtype=np.uint8)
+    cols[0] = ord(" ")
+    cols[1] = np.where(neg, ord("-"), ord(" "))
+    digits = digits.astype(np.int32)
+    for k in range(6, -1, -1):  # d.dddddd from the last digit: columns 9..4, then 2
+        col = 2 if k == 0 else 3 + k
+        digits, r = np.divmod(digits, 10)
+        cols[col] = r
+        cols[col] += ord("0")
+    cols[3] = ord(".")
+    cols[10] = ord("E")
+    cols[11] = np.where(exp < 0, ord("-"), ord("+"))
+    e = np.abs(exp).astype(np.int32)
+    cols[12] = e // 10
+    cols[12] += ord("0")
+    cols[13] = e % 10
+    cols[13] += ord("0")
+    chars = np.ascontiguousarray(cols.T)
+    chars = chars.reshape(m, nz, 14)
+    full, rest = divmod(nz, 6)
+    width = full * 85 + (rest * 14 + 1 if rest else 0)
+    out = np.empty((m, width), dtype=np.uint8)
+    if full:
+        lines = out[:, :full * 85].reshape(m, full, 85)
+        lines[:, :, :84] = chars[:, :full * 6].reshape(m, full, 84)
+        lines[:, :, 84] = ord("\n")
+    if rest:
+        out[:, full * 85:-1] = chars[:, full * 6:].reshape(m, rest * 14)
+        out[:, -1] = ord("\n")
+    return out.tobytes()
 
 
 def _read_cube(path: Path) -> Density:
