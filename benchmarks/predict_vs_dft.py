@@ -11,8 +11,10 @@ For each molecule (default: 5 QM9 test-split molecules, ``qm9:test/5``):
 
 Both run on the same machine with the same number of threads, one after the
 other, and the script prints the ratio DFT / predict per molecule and overall.
+"write s" is the part of "predict s" spent writing the cube file.  Several
+``--model`` values are timed one after the other against the same DFT runs.
 
-    PYTHONPATH=src python benchmarks/predict_vs_dft.py [--model default|PATH] [--specs qm9:test/5]
+    PYTHONPATH=src python benchmarks/predict_vs_dft.py [--model default|PATH...] [--specs qm9:test/5]
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from rhosr.predict import predict_molecule, resolve_model  # noqa: E402
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--specs", nargs="+", default=["qm9:test/5"], help="structures")
-    ap.add_argument("--model", default="default", help="default or a model file")
+    ap.add_argument("--model", nargs="+", default=["default"],
+                    help="default and/or model files; several are timed side by side against "
+                         "the same DFT runs")
     ap.add_argument("--threads", type=int, default=None, help="threads for torch and PySCF")
     args = ap.parse_args(argv)
     import torch
@@ -46,36 +50,51 @@ def main(argv=None) -> None:
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     mols = [m for spec in args.specs for m in load_molecules(spec)]
-    net, name = resolve_model(args.model, torch.device("cpu"))
-    print(f"{len(mols)} molecules, model {name}, {threads} threads, torch {torch.__version__}")
-    print(f"{'molecule':<12} {'atoms':>5} {'fine mesh':>14} {'predict s':>10} {'CLI s':>7} "
-          f"{'DFT s':>8} {'SCF cyc':>7} {'NMAE %':>7} {'DFT/predict':>11} {'DFT/CLI':>8}")
+    nets = [(spec, resolve_model(spec, torch.device("cpu"))[0],
+             spec if spec == "default" else "/".join(Path(spec).parts[-2:]))
+            for spec in args.model]
+    print(f"{len(mols)} molecules, model(s) {', '.join(n for _, _, n in nets)}, {threads} threads, "
+          f"torch {torch.__version__}")
+    print(f"{'molecule':<12} {'model':<12} {'atoms':>5} {'fine mesh':>14} {'predict s':>10} "
+          f"{'write s':>8} {'CLI s':>7} {'DFT s':>8} {'SCF cyc':>7} {'NMAE %':>7} "
+          f"{'DFT/predict':>11} {'DFT/CLI':>8}")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    tot_p = tot_c = tot_d = 0.0
+    tot = {name: [0.0, 0.0, 0.0] for _, _, name in nets}  # predict, write, CLI
+    tot_d = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for mol in mols:
-            t0 = time.perf_counter()
-            dens = predict_molecule(mol, net, model_name=name)
-            dens.write(Path(tmp) / f"{mol.id}.cube")
-            t_pred = time.perf_counter() - t0
-
-            cmd = [sys.executable, "-m", "rhosr", "predict", mol.source if mol.source else mol.id,
-                   "--model", str(args.model), "-o", str(Path(tmp) / f"{mol.id}.cli.cube")]
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-            t_cli = time.perf_counter() - t0
+            rows = []
+            for k, (spec, net, name) in enumerate(nets):
+                t0 = time.perf_counter()
+                dens = predict_molecule(mol, net, model_name=name)
+                t1 = time.perf_counter()
+                dens.write(Path(tmp) / f"{mol.id}.{k}.cube")
+                t_pred, t_write = time.perf_counter() - t0, time.perf_counter() - t1
+                cmd = [sys.executable, "-m", "rhosr", "predict",
+                       mol.source if mol.source else mol.id, "--model", str(spec),
+                       "-o", str(Path(tmp) / f"{mol.id}.{k}.cli.cube")]
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+                t_cli = time.perf_counter() - t0
+                rows.append((name, dens, t_pred, t_write, t_cli))
 
             _, fine, pos = box_for(mol.positions)
             t0 = time.perf_counter()
             res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin, threads=threads)
             t_dft = time.perf_counter() - t0
-            err = 100.0 * nmae(dens.values, res.density)
-            tot_p, tot_c, tot_d = tot_p + t_pred, tot_c + t_cli, tot_d + t_dft
-            print(f"{mol.id:<12} {len(mol.symbols):>5} {'x'.join(map(str, fine.mesh)):>14} "
-                  f"{t_pred:>10.3f} {t_cli:>7.2f} {t_dft:>8.2f} {res.iterations:>7} {err:>7.3f} "
-                  f"{t_dft / t_pred:>11.0f} {t_dft / t_cli:>8.1f}", flush=True)
-    print(f"{'total':<12} {'':>5} {'':>14} {tot_p:>10.3f} {tot_c:>7.2f} {tot_d:>8.2f} {'':>7} {'':>7} "
-          f"{tot_d / tot_p:>11.0f} {tot_d / tot_c:>8.1f}")
+            tot_d += t_dft
+            for name, dens, t_pred, t_write, t_cli in rows:
+                err = 100.0 * nmae(dens.values, res.density)
+                for i, t in enumerate((t_pred, t_write, t_cli)):
+                    tot[name][i] += t
+                print(f"{mol.id:<12} {name[-12:]:<12} {len(mol.symbols):>5} "
+                      f"{'x'.join(map(str, fine.mesh)):>14} {t_pred:>10.3f} {t_write:>8.3f} "
+                      f"{t_cli:>7.2f} {t_dft:>8.2f} {res.iterations:>7} {err:>7.3f} "
+                      f"{t_dft / t_pred:>11.0f} {t_dft / t_cli:>8.1f}", flush=True)
+    for name, (t_pred, t_write, t_cli) in tot.items():
+        print(f"{'total':<12} {name[-12:]:<12} {'':>5} {'':>14} {t_pred:>10.3f} {t_write:>8.3f} "
+              f"{t_cli:>7.2f} {tot_d:>8.2f} {'':>7} {'':>7} {tot_d / t_pred:>11.0f} "
+              f"{tot_d / t_cli:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from rhosr.sad import sad_density
 from rhosr.store import Record, Store
 from rhosr.train import resolve_device, train
 
-PRESETS = ("tiny", "sr", "sr-wide", "sr-deep", "paper")
+PRESETS = ("tiny", "sr", "sr-narrow", "sr-wide", "sr-deep", "paper")
 
 
 def make_store(path: Path, spec: str, coarse_mesh=None) -> tuple[Store, Grid]:
