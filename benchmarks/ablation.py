@@ -28,7 +28,7 @@ from rhosr.train import train  # noqa: E402
 
 #: name -> (description, model config)
 ROWS = {
-    "sr": ("default: sqrt(SAD) in, correction to sqrt of fine-mesh SAD out (sad-residual)",
+    "sr": ("sr (C = 32): sqrt(SAD) in, correction to sqrt of fine-mesh SAD out (sad-residual)",
            {"preset": "sr"}),
     "no-sqrt": ("input SAD without the square root", {"preset": "sr", "input_transform": "none"}),
     "relu-out": ("correction added to the fine-mesh SAD itself, ReLU (no square)",

@@ -54,7 +54,7 @@ def test_paper_parameter_count():
 
 
 def test_preset_table():
-    assert DEFAULT_PRESET == "sr"
+    assert DEFAULT_PRESET == "sr-narrow"
     assert abs(count_parameters(build("sr")) - 0.34e6) <= 0.01 * 0.34e6
     assert count_parameters(build("sr-narrow")) == count_parameters(build("sr", channels=16))
     assert receptive_field("sr") == 14 and receptive_field("tiny") == 6
@@ -155,7 +155,7 @@ def test_bad_inputs_raise_value_error():
 
 def test_make_config_from_dict_and_preset():
     assert make_config({"preset": "tiny", "blocks": 1}) == ModelConfig(channels=8, blocks=1)
-    assert make_config({}) == PRESETS["sr"]
+    assert make_config({}) == PRESETS["sr-narrow"]
     assert build(PRESETS["tiny"]).config is PRESETS["tiny"]
 
 
