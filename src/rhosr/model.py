@@ -30,7 +30,7 @@ architectures, chosen by ``ModelConfig.arch``:
     without affine: 9,354,403; per-channel PReLU: +1,054); the convs with
     biases make up 9,354,370 of it.
 
-``"sad-residual"`` (presets ``sr``, ``tiny``, ``sr-wide``, ``sr-deep``, ``sr-narrow``)
+``"sad-residual"`` (presets ``sr-narrow`` — the default —, ``sr``, ``sr-wide``, ``sr-deep``, ``tiny``)
     Works on the coarse mesh only and predicts a correction to the SAD on the
     fine mesh: x = input_scale·sqrt(sad_coarse); Conv(1→C, K1) + PReLU; N
     blocks [Conv(K2) → PReLU → Conv(K2)] + identity; long skip; Conv(C→8,
