@@ -64,7 +64,7 @@ def main(argv=None) -> None:
           f"{'write s':>8} {'CLI s':>7} {'DFT s':>8} {'SCF cyc':>7} {'NMAE %':>7} "
           f"{'DFT/predict':>11} {'DFT/CLI':>8}")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    tot = {name: [0.0, 0.0, 0.0] for _, _, name in nets}  # predict, write, CLI
+    tot = [[0.0, 0.0, 0.0] for _ in nets]  # per model: predict, write, CLI
     tot_d = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for _, net, name in nets:  # untimed warm-up: first-call allocations and thread start
@@ -87,22 +87,22 @@ def main(argv=None) -> None:
                 t0 = time.perf_counter()
                 subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
                 t_cli = time.perf_counter() - t0
-                rows.append((name, dens, t_pred, t_write, t_cli))
+                rows.append((k, name, dens, t_pred, t_write, t_cli))
 
             _, fine, pos = box_for(mol.positions)
             t0 = time.perf_counter()
             res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin, threads=threads)
             t_dft = time.perf_counter() - t0
             tot_d += t_dft
-            for name, dens, t_pred, t_write, t_cli in rows:
+            for k, name, dens, t_pred, t_write, t_cli in rows:
                 err = 100.0 * nmae(dens.values, res.density)
                 for i, t in enumerate((t_pred, t_write, t_cli)):
-                    tot[name][i] += t
+                    tot[k][i] += t
                 print(f"{mol.id:<12} {name[-12:]:<12} {len(mol.symbols):>5} "
                       f"{'x'.join(map(str, fine.mesh)):>14} {t_pred:>10.3f} {t_write:>8.3f} "
                       f"{t_cli:>7.2f} {t_dft:>8.2f} {res.iterations:>7} {err:>7.3f} "
                       f"{t_dft / t_pred:>11.0f} {t_dft / t_cli:>8.1f}", flush=True)
-    for name, (t_pred, t_write, t_cli) in tot.items():
+    for (_, _, name), (t_pred, t_write, t_cli) in zip(nets, tot):
         print(f"{'total':<12} {name[-12:]:<12} {'':>5} {'':>14} {t_pred:>10.3f} {t_write:>8.3f} "
               f"{t_cli:>7.2f} {tot_d:>8.2f} {'':>7} {'':>7} {tot_d / t_pred:>11.0f} "
               f"{tot_d / t_cli:>8.1f}")

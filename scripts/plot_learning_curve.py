@@ -66,13 +66,14 @@ def main(argv=None) -> None:
             c = colour or f"C{i}"
             # one argument: a colour and a legend entry per phase; several: per argument
             label = run.name if colour is None and len(group) > 1 else name
+            in_legend = i == 0 or colour is None
             w = min(args.window, len(loss))
             smooth = np.convolve(loss, np.ones(w) / w, mode="valid") if w else loss
             ax.plot(minutes[w - 1:], smooth, color=c, alpha=0.35, lw=1,
-                    label=f"{label}: training loss (mean of {w} steps)" if i == 0 or colour is None else None)
+                    label=f"{label}: training loss (mean of {w} steps)" if in_legend else None)
             if len(val):
                 ax.plot(val[:, 0], val[:, 1], "o-", color=c, ms=3,
-                        label=f"{label}: validation" if i == 0 or colour is None else None)
+                        label=f"{label}: validation" if in_legend else None)
     if args.sad is not None:
         ax.axhline(args.sad, color="k", ls="--", lw=1, label=f"SAD baseline ({args.sad:.1f} %)")
     if args.target is not None:

@@ -205,6 +205,9 @@ _TINY = 1e-60
 #: The same for float32 products: three factors above it stay clear of
 #: float32's subnormal range; what is dropped is below 1e-12 of an atom's peak.
 _TINY32 = 1e-12
+#: For float32 products of two factors (rows x columns of the Bloch sums):
+#: two factors above it stay clear of the subnormal range.
+_TINY32_PAIR = 1e-18
 
 
 def _gaussians(b, t, tiny=_TINY):
@@ -294,8 +297,8 @@ def _atom_bloch(el: _Element, u, periodic, cell, dtype=np.float64) -> np.ndarray
     rows = np.concatenate(rows)
     cols = np.concatenate(cols)
     if np.dtype(dtype) == np.float32:  # keep the products clear of subnormals
-        rows[np.abs(rows) < 1e-18] = 0.0
-        cols[np.abs(cols) < 1e-18] = 0.0
+        rows[np.abs(rows) < _TINY32_PAIR] = 0.0
+        cols[np.abs(cols) < _TINY32_PAIR] = 0.0
         rows, cols = rows.astype(np.float32), cols.astype(np.float32)
     return _product(rows, cols, (rows.shape[1], rows.shape[2], cols.shape[1]))
 
