@@ -7,6 +7,8 @@ runs the training subcommand in every process.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from .molecule import InputError
@@ -91,13 +93,19 @@ def run_train(args) -> int:
         device=args.device, ema=args.ema, crop=args.crop, augment=not args.no_augment,
         val_max=args.val_max, progress=not args.no_progress, workers=workers,
     )
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best_val_nmae_percent"]
         print(f"rhosr train: {result['steps']} steps in {result['seconds']:.0f} s; "
               f"best validation NMAE {'-' if best is None else f'{best:.3f} %'}; "
               f"model {result['best']}")
+    if result["world_size"] > 1:
+        # Everything is written and the process group destroyed. Leave without the
+        # interpreter's teardown: the gloo backend's background threads can abort a
+        # finished rank there ("terminate called without an active exception"), and
+        # torchrun would then report the whole run as failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
