@@ -212,6 +212,8 @@ def test_ddp_two_processes_identical_weights(store, tmp_path):
     res = subprocess.run(cmd, env=_env(**{HASH_DIR_ENV: str(hashes), "OMP_NUM_THREADS": "1"}),
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    # rank 0 reports once, and the report is flushed before the ranks leave
+    assert res.stdout.count("rhosr train: 3 steps in") == 1, res.stdout
     h0 = (hashes / "rank0.sha256").read_text().strip()
     h1 = (hashes / "rank1.sha256").read_text().strip()
     assert h0 == h1 == weights_hash(load_model(run / "last.pt"))
