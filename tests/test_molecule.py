@@ -132,3 +132,36 @@ def test_qm9_random_sample_of_a_split_is_stable_and_extends():
     assert [split_of_id(m.id) for m in mols] == ["val"] * 3
     with pytest.raises(InputError, match="split must be"):
         load_molecules("qm9:dev/3")
+
+
+def test_shipped_element_table_matches_pyscf():
+    # rhosr.elements answers from data/elements.json so that prediction never imports PySCF;
+    # the table must say what the installed PySCF says (scripts/build_element_table.py rebuilds it)
+    import json
+    from importlib import resources
+
+    from pyscf.data.nist import BOHR as PYSCF_BOHR
+
+    from rhosr import elements
+    from rhosr.units import BOHR
+
+    shipped = json.loads((resources.files("rhosr") / "data" / elements.TABLE_FILE).read_text())
+    assert shipped == elements.build_table()
+    assert elements.supported_elements()[:8] == ["H", "He", "Li", "Be", "B", "C", "N", "O"]
+    assert [elements.valence_charge(s) for s in ("H", "C", "N", "O", "Cl")] == [1, 4, 5, 6, 7]
+    assert elements.standard_symbol(" cl ") == "Cl" and elements.atomic_number("CL") == 17
+    with pytest.raises(ValueError, match="unknown element"):
+        elements.standard_symbol("Qx")
+    assert "gth-szv" in elements.unsupported_reason("Fe")
+    assert BOHR == PYSCF_BOHR
+
+
+def test_reading_and_predicting_do_not_import_pyscf():
+    import subprocess
+    import sys
+
+    code = ("import sys, rhosr, rhosr.cli_predict, rhosr.predict, rhosr.density;"
+            "from rhosr.molecule import load_molecule; load_molecule('smiles:CO');"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyscf'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

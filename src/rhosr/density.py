@@ -106,9 +106,7 @@ def format_of(path, fmt: str | None = None) -> str:
 
 
 def _write_cube(path: Path, d: Density) -> None:
-    from pyscf.data.elements import charge as atomic_number
-
-    from .elements import valence_charge
+    from .elements import atomic_number, valence_charge
 
     nx, ny, nz = d.grid.mesh
     spacing = d.grid.spacing

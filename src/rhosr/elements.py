@@ -4,30 +4,60 @@ An element is supported when PySCF has, for it, the GTH-PBE pseudopotential
 and both basis sets of the published recipe: ``gth-szv`` (SAD) and
 ``gth-tzv2p`` (labels).  The valence charge is that of the GTH-PBE
 pseudopotential.
+
+The answer ships as a small table, ``rhosr/data/elements.json``, so that
+reading a structure and predicting its density never import PySCF (half a
+second or more of every ``rhosr predict`` process).  ``python
+scripts/build_element_table.py`` rebuilds the table from PySCF; the tests check that it
+matches.  Only the reason an element is *not* supported is asked of PySCF,
+when someone asks.
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
+from importlib import resources
 
-from pyscf.data.elements import ELEMENTS, _std_symbol
+from ase.data import chemical_symbols
 
 PSEUDOPOTENTIAL = "gth-pbe"
 SAD_BASIS = "gth-szv"
 LABEL_BASIS = "gth-tzv2p"
 
+#: element symbols indexed by atomic number; index 0 is ASE's placeholder "X"
+ELEMENTS = tuple(chemical_symbols)
+_BY_UPPER = {s.upper(): s for s in ELEMENTS[1:]}
+TABLE_FILE = "elements.json"
+
 
 def standard_symbol(symbol: str) -> str:
     """'c' -> 'C', 'CL' -> 'Cl'; raises ValueError for an unknown symbol."""
-    text = str(symbol).strip()
-    std = _std_symbol(text) if text else ""
-    if std not in ELEMENTS[1:] or std.upper() != text.upper():
+    std = _BY_UPPER.get(str(symbol).strip().upper())
+    if std is None:
         raise ValueError(f"unknown element symbol {symbol!r}")
     return std
 
 
-@lru_cache(maxsize=None)
-def _pp_charge(symbol: str) -> int | None:
+def atomic_number(symbol: str) -> int:
+    return ELEMENTS.index(standard_symbol(symbol))
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, int]:
+    """{symbol: valence charge} of the supported elements (the shipped table)."""
+    path = resources.files("rhosr") / "data" / TABLE_FILE
+    data = json.loads(path.read_text())
+    if (data["pseudopotential"], data["sad_basis"], data["label_basis"]) != (
+            PSEUDOPOTENTIAL, SAD_BASIS, LABEL_BASIS):
+        raise RuntimeError(f"{TABLE_FILE} was built for another recipe; run scripts/build_element_table.py")
+    return {str(k): int(v) for k, v in data["valence"].items()}
+
+
+# ---- asking PySCF (building the table, explaining a refusal)
+
+
+def _pyscf_pp_charge(symbol: str) -> int | None:
     from pyscf.pbc.gto import pseudo
 
     try:
@@ -37,8 +67,7 @@ def _pp_charge(symbol: str) -> int | None:
     return int(sum(pp[0]))
 
 
-@lru_cache(maxsize=None)
-def _has_basis(basis: str, symbol: str) -> bool:
+def _pyscf_has_basis(basis: str, symbol: str) -> bool:
     import warnings
 
     from pyscf.gto.basis import load
@@ -51,28 +80,43 @@ def _has_basis(basis: str, symbol: str) -> bool:
             return False
 
 
-def is_supported(symbol: str) -> bool:
-    """True when the element has a GTH-PBE pseudopotential and both bases."""
-    return (
-        _pp_charge(symbol) is not None
-        and _has_basis(SAD_BASIS, symbol)
-        and _has_basis(LABEL_BASIS, symbol)
-    )
-
-
-def unsupported_reason(symbol: str) -> str | None:
-    """None when supported, else a short reason."""
-    if _pp_charge(symbol) is None:
+def _pyscf_reason(symbol: str) -> str | None:
+    if _pyscf_pp_charge(symbol) is None:
         return f"element {symbol} has no {PSEUDOPOTENTIAL.upper()} pseudopotential in PySCF"
     for basis in (SAD_BASIS, LABEL_BASIS):
-        if not _has_basis(basis, symbol):
+        if not _pyscf_has_basis(basis, symbol):
             return f"element {symbol} has no {basis} basis in PySCF"
     return None
 
 
+def build_table() -> dict:
+    """The element table, computed from the PySCF installed (what ships as elements.json)."""
+    valence = {}
+    for sym in ELEMENTS[1:]:
+        if _pyscf_reason(sym) is None:
+            valence[sym] = _pyscf_pp_charge(sym)
+    return {"pseudopotential": PSEUDOPOTENTIAL, "sad_basis": SAD_BASIS,
+            "label_basis": LABEL_BASIS, "valence": valence}
+
+
+# ---- the public questions
+
+
+def is_supported(symbol: str) -> bool:
+    """True when the element has a GTH-PBE pseudopotential and both bases."""
+    return symbol in _table()
+
+
+def unsupported_reason(symbol: str) -> str | None:
+    """None when supported, else a short reason."""
+    if symbol in _table():
+        return None
+    return _pyscf_reason(symbol) or f"element {symbol} is not in rhosr's element table"
+
+
 def valence_charge(symbol: str) -> int:
     """Valence electrons of a neutral atom under the GTH-PBE pseudopotential."""
-    q = _pp_charge(symbol)
+    q = _table().get(symbol)
     if q is None:
         raise ValueError(unsupported_reason(symbol))
     return q
@@ -80,4 +124,5 @@ def valence_charge(symbol: str) -> int:
 
 def supported_elements() -> list[str]:
     """All supported element symbols, in order of atomic number."""
-    return [s for s in ELEMENTS[1:] if is_supported(s)]
+    return sorted(_table(), key=ELEMENTS.index)
+
