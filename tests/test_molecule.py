@@ -148,7 +148,8 @@ def test_shipped_element_table_matches_pyscf():
     shipped = json.loads((resources.files("rhosr") / "data" / elements.TABLE_FILE).read_text())
     assert shipped == elements.build_table()
     assert elements.supported_elements()[:8] == ["H", "He", "Li", "Be", "B", "C", "N", "O"]
-    assert [elements.valence_charge(s) for s in ("H", "C", "N", "O", "Cl")] == [1, 4, 5, 6, 7]
+    assert [elements.valence_charge(s) for s in ("H", "C", "N", "O", "Cl", "cl")] == [1, 4, 5, 6, 7, 7]
+    assert elements.is_supported("si") and not elements.is_supported("Fe")
     assert elements.standard_symbol(" cl ") == "Cl" and elements.atomic_number("CL") == 17
     with pytest.raises(ValueError, match="unknown element"):
         elements.standard_symbol("Qx")

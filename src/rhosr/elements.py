@@ -102,13 +102,18 @@ def build_table() -> dict:
 # ---- the public questions
 
 
+def _canonical(symbol: str) -> str:
+    return _BY_UPPER.get(str(symbol).strip().upper(), str(symbol))
+
+
 def is_supported(symbol: str) -> bool:
     """True when the element has a GTH-PBE pseudopotential and both bases."""
-    return symbol in _table()
+    return _canonical(symbol) in _table()
 
 
 def unsupported_reason(symbol: str) -> str | None:
     """None when supported, else a short reason."""
+    symbol = _canonical(symbol)
     if symbol in _table():
         return None
     return _pyscf_reason(symbol) or f"element {symbol} is not in rhosr's element table"
@@ -116,6 +121,7 @@ def unsupported_reason(symbol: str) -> str | None:
 
 def valence_charge(symbol: str) -> int:
     """Valence electrons of a neutral atom under the GTH-PBE pseudopotential."""
+    symbol = _canonical(symbol)
     q = _table().get(symbol)
     if q is None:
         raise ValueError(unsupported_reason(symbol))
