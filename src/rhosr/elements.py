@@ -31,9 +31,14 @@ _BY_UPPER = {s.upper(): s for s in ELEMENTS[1:]}
 TABLE_FILE = "elements.json"
 
 
+def _lookup(symbol: str) -> str | None:
+    """The standard spelling of an element symbol in any letter case, or None."""
+    return _BY_UPPER.get(str(symbol).strip().upper())
+
+
 def standard_symbol(symbol: str) -> str:
     """'c' -> 'C', 'CL' -> 'Cl'; raises ValueError for an unknown symbol."""
-    std = _BY_UPPER.get(str(symbol).strip().upper())
+    std = _lookup(symbol)
     if std is None:
         raise ValueError(f"unknown element symbol {symbol!r}")
     return std
@@ -57,6 +62,7 @@ def _table() -> dict[str, int]:
 # ---- asking PySCF (building the table, explaining a refusal)
 
 
+@lru_cache(maxsize=None)
 def _pyscf_pp_charge(symbol: str) -> int | None:
     from pyscf.pbc.gto import pseudo
 
@@ -103,7 +109,7 @@ def build_table() -> dict:
 
 
 def _canonical(symbol: str) -> str:
-    return _BY_UPPER.get(str(symbol).strip().upper(), str(symbol))
+    return _lookup(symbol) or str(symbol)
 
 
 def is_supported(symbol: str) -> bool:
@@ -131,4 +137,3 @@ def valence_charge(symbol: str) -> int:
 def supported_elements() -> list[str]:
     """All supported element symbols, in order of atomic number."""
     return sorted(_table(), key=ELEMENTS.index)
-
