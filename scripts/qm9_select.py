@@ -1,0 +1,76 @@
+"""Print a seeded sample of QM9 molecules with a given composition as one ``qm9:`` spec.
+
+    python scripts/qm9_select.py train --element N --at-least 2 --count 150
+    rhosr generate "$(python scripts/qm9_select.py train --element N --at-least 2 --count 150)" --out STORE
+
+The QM9 split is by index, and its parts differ in chemistry: the test split
+(120 001-133 885) holds far more nitrogen than the training pool (2.2 against
+0.9 N atoms per molecule; 67 % against 23 % of molecules with two N or more).
+A uniform sample of the training pool under-represents that chemistry; this
+script draws extra training molecules rich in one element, from one split only,
+in a fixed random order (a larger ``--count`` extends the same list).
+``--stats`` prints the composition of each split instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from rhosr.molecule import QM9_SPLIT, _qm9_data_dir  # noqa: E402
+
+
+def compositions() -> dict[int, dict[str, int]]:
+    """{QM9 index: {element: count}} for every molecule qm9pack holds."""
+    csv.field_size_limit(1 << 30)
+    out: dict[int, dict[str, int]] = {}
+    for part in sorted(_qm9_data_dir().glob("qm9_part*.csv")):
+        with open(part, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            ci, ce = header.index("Index"), header.index("Elements")
+            for row in reader:
+                symbols = json.loads(row[ce].replace("'", '"'))
+                counts: dict[str, int] = {}
+                for s in symbols:
+                    counts[s] = counts.get(s, 0) + 1
+                out[int(row[ci])] = counts
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("split", choices=sorted(QM9_SPLIT), help="split to draw from")
+    ap.add_argument("--element", default="N", help="element symbol (default: N)")
+    ap.add_argument("--at-least", type=int, default=2, help="minimum count of that element")
+    ap.add_argument("--count", type=int, default=100, help="molecules to print")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the order")
+    ap.add_argument("--stats", action="store_true", help="print each split's composition")
+    args = ap.parse_args(argv)
+    comp = compositions()
+    if args.stats:
+        for name, (lo, hi) in QM9_SPLIT.items():
+            rows = [c for i, c in comp.items() if lo <= i <= hi]
+            n_el = np.array([c.get(args.element, 0) for c in rows])
+            print(f"{name:<6} {len(rows):>7} molecules  {args.element} per molecule {n_el.mean():.2f}  "
+                  f"with >= {args.at_least}: {100 * (n_el >= args.at_least).mean():.0f} %")
+        return
+    lo, hi = QM9_SPLIT[args.split]
+    order = lo + np.random.default_rng(args.seed).permutation(hi - lo + 1)
+    picked = [int(i) for i in order
+              if int(i) in comp and comp[int(i)].get(args.element, 0) >= args.at_least][:args.count]
+    if len(picked) < args.count:
+        sys.exit(f"only {len(picked)} molecules of the {args.split} split have "
+                 f">= {args.at_least} {args.element}")
+    print("qm9:" + ",".join(str(i) for i in picked))
+
+
+if __name__ == "__main__":
+    main()
