@@ -9,7 +9,8 @@ The QM9 split is by index, and its parts differ in chemistry: the test split
 A uniform sample of the training pool under-represents that chemistry; this
 script draws extra training molecules rich in one element, from one split only,
 in a fixed random order (a larger ``--count`` extends the same list).
-``--stats`` prints the composition of each split instead.
+``--stats`` prints the composition of each split instead; ``--eval FILE.json``
+splits the per-molecule NMAE of ``rhosr evaluate --json`` by that composition.
 """
 
 from __future__ import annotations
@@ -47,14 +48,36 @@ def compositions() -> dict[int, dict[str, int]]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("split", choices=sorted(QM9_SPLIT), help="split to draw from")
+    ap.add_argument("split", nargs="?", choices=sorted(QM9_SPLIT), help="split to draw from")
     ap.add_argument("--element", default="N", help="element symbol (default: N)")
     ap.add_argument("--at-least", type=int, default=2, help="minimum count of that element")
     ap.add_argument("--count", type=int, default=100, help="molecules to print")
     ap.add_argument("--seed", type=int, default=0, help="seed of the order")
     ap.add_argument("--stats", action="store_true", help="print each split's composition")
+    ap.add_argument("--eval", nargs="+", metavar="JSON",
+                    help="rhosr evaluate --json files: mean NMAE below / at least --at-least "
+                         "atoms of --element, and its Pearson r with the atom count")
     args = ap.parse_args(argv)
+    if not (args.stats or args.eval or args.split):
+        ap.error("give a split, --stats or --eval")
     comp = compositions()
+    if args.eval:
+        for path in args.eval:
+            rows = json.loads(Path(path).read_text())["molecules"]
+            rows = [r for r in rows if r["id"].startswith("qm9_") and int(r["id"][4:]) in comp]
+            err = np.array([r["nmae_percent"] for r in rows])
+            counts = [comp[int(r["id"][4:])] for r in rows]
+            n_el = np.array([c.get(args.element, 0) for c in counts])
+            size = np.array([sum(c.values()) for c in counts])
+            rich = n_el >= args.at_least
+            parts = [f"< {args.at_least} {args.element}: {err[~rich].mean():.2f} % ({(~rich).sum()})"
+                     if (~rich).any() else f"< {args.at_least} {args.element}: none",
+                     f">= {args.at_least} {args.element}: {err[rich].mean():.2f} % ({rich.sum()})"
+                     if rich.any() else f">= {args.at_least} {args.element}: none"]
+            r_size = np.corrcoef(err, size)[0, 1] if len(rows) > 2 else float("nan")
+            print(f"{path}: {len(rows)} molecules, {size.mean():.1f} atoms, NMAE {err.mean():.2f} %; "
+                  f"{'; '.join(parts)}; Pearson r(NMAE, atoms) = {r_size:.2f}")
+        return
     if args.stats:
         for name, (lo, hi) in QM9_SPLIT.items():
             rows = [c for i, c in comp.items() if lo <= i <= hi]
