@@ -16,34 +16,21 @@ splits the per-molecule NMAE of ``rhosr evaluate --json`` by that composition.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.molecule import QM9_SPLIT, _qm9_data_dir  # noqa: E402
+from rhosr.molecule import QM9_SPLIT, qm9_columns, qm9_sample, qm9_symbols  # noqa: E402
 
 
-def compositions() -> dict[int, dict[str, int]]:
+def compositions() -> dict[int, Counter]:
     """{QM9 index: {element: count}} for every molecule qm9pack holds."""
-    csv.field_size_limit(1 << 30)
-    out: dict[int, dict[str, int]] = {}
-    for part in sorted(_qm9_data_dir().glob("qm9_part*.csv")):
-        with open(part, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader)
-            ci, ce = header.index("Index"), header.index("Elements")
-            for row in reader:
-                symbols = json.loads(row[ce].replace("'", '"'))
-                counts: dict[str, int] = {}
-                for s in symbols:
-                    counts[s] = counts.get(s, 0) + 1
-                out[int(row[ci])] = counts
-    return out
+    return {int(i): Counter(qm9_symbols(e)) for i, e in qm9_columns("Index", "Elements")}
 
 
 def main(argv=None) -> None:
@@ -63,17 +50,16 @@ def main(argv=None) -> None:
     comp = compositions()
     if args.eval:
         for path in args.eval:
-            rows = json.loads(Path(path).read_text())["molecules"]
-            rows = [r for r in rows if r["id"].startswith("qm9_") and int(r["id"][4:]) in comp]
-            err = np.array([r["nmae_percent"] for r in rows])
-            counts = [comp[int(r["id"][4:])] for r in rows]
-            n_el = np.array([c.get(args.element, 0) for c in counts])
-            size = np.array([sum(c.values()) for c in counts])
-            rich = n_el >= args.at_least
-            parts = [f"< {args.at_least} {args.element}: {err[~rich].mean():.2f} % ({(~rich).sum()})"
-                     if (~rich).any() else f"< {args.at_least} {args.element}: none",
-                     f">= {args.at_least} {args.element}: {err[rich].mean():.2f} % ({rich.sum()})"
-                     if rich.any() else f">= {args.at_least} {args.element}: none"]
+            rows = [(r["nmae_percent"], comp[int(r["id"][4:])])
+                    for r in json.loads(Path(path).read_text())["molecules"]
+                    if r["id"].startswith("qm9_") and int(r["id"][4:]) in comp]
+            err = np.array([e for e, _ in rows])
+            counts = [c for _, c in rows]
+            rich = np.array([c[args.element] >= args.at_least for c in counts], dtype=bool)
+            size = np.array([c.total() for c in counts])
+            parts = [f"{label} {args.at_least} {args.element}: "
+                     + (f"{err[mask].mean():.2f} % ({mask.sum()})" if mask.any() else "none")
+                     for label, mask in (("<", ~rich), (">=", rich))]
             r_size = np.corrcoef(err, size)[0, 1] if len(rows) > 2 else float("nan")
             print(f"{path}: {len(rows)} molecules, {size.mean():.1f} atoms, NMAE {err.mean():.2f} %; "
                   f"{'; '.join(parts)}; Pearson r(NMAE, atoms) = {r_size:.2f}")
@@ -81,14 +67,14 @@ def main(argv=None) -> None:
     if args.stats:
         for name, (lo, hi) in QM9_SPLIT.items():
             rows = [c for i, c in comp.items() if lo <= i <= hi]
-            n_el = np.array([c.get(args.element, 0) for c in rows])
+            n_el = np.array([c[args.element] for c in rows])
             print(f"{name:<6} {len(rows):>7} molecules  {args.element} per molecule {n_el.mean():.2f}  "
                   f"with >= {args.at_least}: {100 * (n_el >= args.at_least).mean():.0f} %")
         return
     lo, hi = QM9_SPLIT[args.split]
-    order = lo + np.random.default_rng(args.seed).permutation(hi - lo + 1)
-    picked = [int(i) for i in order
-              if int(i) in comp and comp[int(i)].get(args.element, 0) >= args.at_least][:args.count]
+    # the seeded order of qm9:<split>/<count>@<seed>, filtered by composition
+    order = qm9_sample(args.split, sum(lo <= i <= hi for i in comp), args.seed)
+    picked = [i for i in order if comp[i][args.element] >= args.at_least][:args.count]
     if len(picked) < args.count:
         sys.exit(f"only {len(picked)} molecules of the {args.split} split have "
                  f">= {args.at_least} {args.element}")

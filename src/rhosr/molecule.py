@@ -345,6 +345,25 @@ def _qm9_data_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
+def qm9_symbols(text: str) -> tuple:
+    """qm9pack's ``Elements`` column (a Python list literal) -> tuple of symbols."""
+    import json
+
+    return tuple(json.loads(text.replace("'", '"')))
+
+
+def qm9_columns(*names: str) -> Iterator[tuple]:
+    """The named columns (as strings) of every row of qm9pack's CSV files."""
+    csv.field_size_limit(1 << 30)
+    for part in sorted(_qm9_data_dir().glob("qm9_part*.csv")):
+        with open(part, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader)
+            cols = [header.index(n) for n in names]
+            for row in reader:
+                yield tuple(row[c] for c in cols)
+
+
 def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]]:
     """{index: (symbols, positions in Å)} for the indices that qm9pack holds."""
     import json
@@ -378,7 +397,7 @@ def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]
             for row in reader:
                 idx = int(row[ci])
                 if idx in wanted:
-                    symbols = tuple(json.loads(row[ce].replace("'", '"')))
+                    symbols = qm9_symbols(row[ce])
                     pos = np.array(json.loads(row[cx]), dtype=float)
                     found[idx] = (symbols, pos)
                 if idx >= hi or idx >= last:
@@ -389,14 +408,7 @@ def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]
 @lru_cache(maxsize=1)
 def qm9_indices() -> frozenset:
     """Every QM9 index that qm9pack holds."""
-    csv.field_size_limit(1 << 30)
-    out = set()
-    for part in sorted(_qm9_data_dir().glob("qm9_part*.csv")):
-        with open(part, newline="") as fh:
-            reader = csv.reader(fh)
-            col = next(reader).index("Index")
-            out.update(int(row[col]) for row in reader)
-    return frozenset(out)
+    return frozenset(int(i) for (i,) in qm9_columns("Index"))
 
 
 def qm9_sample(split: str, count: int, seed: int = 0) -> list[int]:
