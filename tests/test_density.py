@@ -69,6 +69,16 @@ def test_cube_values_match_percent_formatting(nz):
     assert sum(a != b for a, b in pairs) <= 1  # the same digits, bar a rare last digit
 
 
+def test_cube_values_three_digit_exponent_falls_back():
+    """Values that round to 1E+100 or more are %-formatted rather than garbled."""
+    from rhosr.density import _cube_rows
+
+    v = np.array([[9.99999999e99, -0.0, 1.5, 2.0e-5, 7.0, 8.0]])
+    got = _cube_rows(v).decode()
+    assert got == "%14.6E%14.6E%14.6E%14.6E%14.6E%14.6E\n" % tuple(v[0])
+    assert "1.000000E+100" in got and "-0.000000E+00" in got
+
+
 def test_nmae():
     ref = np.ones((2, 2, 2))
     assert nmae(ref * 1.1, ref) == pytest.approx(0.1)
