@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.molecule import QM9_SPLIT, qm9_columns, qm9_sample, qm9_symbols  # noqa: E402
+from rhosr.molecule import QM9_SPLIT, qm9_columns, qm9_index_of, qm9_sample, qm9_symbols  # noqa: E402
 
 
 def compositions() -> dict[int, Counter]:
@@ -50,9 +50,9 @@ def main(argv=None) -> None:
     comp = compositions()
     if args.eval:
         for path in args.eval:
-            rows = [(r["nmae_percent"], comp[int(r["id"][4:])])
-                    for r in json.loads(Path(path).read_text())["molecules"]
-                    if r["id"].startswith("qm9_") and int(r["id"][4:]) in comp]
+            molecules = json.loads(Path(path).read_text())["molecules"]
+            rows = [(r["nmae_percent"], comp[i]) for r in molecules
+                    if (i := qm9_index_of(r["id"])) in comp]
             err = np.array([e for e, _ in rows])
             counts = [c for _, c in rows]
             rich = np.array([c[args.element] >= args.at_least for c in counts], dtype=bool)

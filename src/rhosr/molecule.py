@@ -314,6 +314,13 @@ def qm9_id(index: int) -> str:
     return f"qm9_{int(index):06d}"
 
 
+def qm9_index_of(mol_id: str) -> int | None:
+    """QM9 index of a molecule id (``qm9_000123`` -> 123), None for other ids."""
+    if mol_id.startswith("qm9_") and mol_id[4:].isdigit():
+        return int(mol_id[4:])
+    return None
+
+
 def parse_qm9_spec(text: str) -> list[int]:
     """'5' -> [5]; '1-500' -> [1..500]; '1,4,9-12' -> list."""
     out: list[int] = []
@@ -352,10 +359,11 @@ def qm9_symbols(text: str) -> tuple:
     return tuple(json.loads(text.replace("'", '"')))
 
 
-def qm9_columns(*names: str) -> Iterator[tuple]:
-    """The named columns (as strings) of every row of qm9pack's CSV files."""
+def qm9_columns(*names: str, parts=None) -> Iterator[tuple]:
+    """The named columns (as strings) of every row of qm9pack's CSV files
+    (or of the files ``parts``), in file order."""
     csv.field_size_limit(1 << 30)
-    for part in sorted(_qm9_data_dir().glob("qm9_part*.csv")):
+    for part in sorted(_qm9_data_dir().glob("qm9_part*.csv")) if parts is None else parts:
         with open(part, newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader)
@@ -371,17 +379,11 @@ def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]
     wanted = set(int(i) for i in indices)
     if not wanted:
         return {}
-    csv.field_size_limit(1 << 30)
     found: dict[int, tuple[tuple, np.ndarray]] = {}
     parts = sorted(_qm9_data_dir().glob("qm9_part*.csv"))
     if not parts:
         raise InputError("qm9: qm9pack's data files were not found")
-    firsts = []
-    for part in parts:
-        with open(part, newline="") as fh:
-            reader = csv.reader(fh)
-            next(reader)
-            firsts.append(int(next(reader)[1]))
+    firsts = [int(next(qm9_columns("Index", parts=[part]))[0]) for part in parts]
     order = np.argsort(firsts)
     parts = [parts[i] for i in order]
     firsts = [firsts[i] for i in order]
@@ -390,18 +392,12 @@ def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]
         last = firsts[k + 1] - 1 if k + 1 < len(parts) else QM9_SIZE
         if not any(firsts[k] <= i <= last for i in wanted):
             continue
-        with open(part, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader)
-            ci, ce, cx = header.index("Index"), header.index("Elements"), header.index("XYZ_Ang")
-            for row in reader:
-                idx = int(row[ci])
-                if idx in wanted:
-                    symbols = qm9_symbols(row[ce])
-                    pos = np.array(json.loads(row[cx]), dtype=float)
-                    found[idx] = (symbols, pos)
-                if idx >= hi or idx >= last:
-                    break
+        for index, elements, xyz in qm9_columns("Index", "Elements", "XYZ_Ang", parts=[part]):
+            idx = int(index)
+            if idx in wanted:
+                found[idx] = (qm9_symbols(elements), np.array(json.loads(xyz), dtype=float))
+            if idx >= hi or idx >= last:
+                break
     return found
 
 
@@ -484,8 +480,5 @@ def qm9_split(index: int) -> str:
 
 def split_of_id(mol_id: str) -> str | None:
     """Split of a QM9 molecule id (``qm9_000123``), None for other ids."""
-    if mol_id.startswith("qm9_"):
-        tail = mol_id[4:]
-        if tail.isdigit():
-            return qm9_split(int(tail))
-    return None
+    index = qm9_index_of(mol_id)
+    return None if index is None else qm9_split(index)
