@@ -86,6 +86,46 @@ def test_api_equals_cli_npy(files, tmp_path, capsys):
     assert dens.nmae(sad) > 1e-3
 
 
+def test_reference_from_a_label_store(files, tmp_path, capsys):
+    """--reference takes a store (record by id) or a record file; NMAE as the API computes it."""
+    from rhosr.sad import sad_density
+    from rhosr.store import Record, Store
+
+    mol = load_molecule(str(files / "h2.xyz"))
+    _, fine, pos = box_for(mol.positions)
+    label = sad_density(mol.symbols, pos, fine).astype(np.float32)  # a stand-in DFT label
+    store = Store(tmp_path / "store", "a")
+    store.write(Record(mol.id, mol.symbols, pos, np.asarray(fine.cell), fine.mesh, 0, 0, "test", label))
+    dens = predict(str(files / "h2.xyz"), model=str(files / "m.pt"), device="cpu")
+    want = 100 * dens.nmae(label)
+    assert want > 0.1
+    out = tmp_path / "h2.npy"
+    rc, stdout, err = _run(capsys, "predict", files / "h2.xyz", "--model", files / "m.pt", "-o", out,
+                           "--format", "npy", "--reference", store.path, "--png")
+    assert rc == 0, err
+    assert f"NMAE {want:.3f} % vs reference" in stdout
+    info = json.loads((tmp_path / "h2.json").read_text())
+    assert info["reference_nmae_percent"] == pytest.approx(want, rel=1e-6)
+    assert (tmp_path / "h2.png").read_bytes()[:4] == b"\x89PNG"
+    # rhosr plot: the record file itself, and the store as reference (record named by the id)
+    record = store.path / "records" / "h2.h5"
+    for ref in (record, store.path):
+        rc, stdout, err = _run(capsys, "plot", out, "--reference", ref, "-o", tmp_path / "p.png")
+        assert rc == 0, err
+        assert f"(NMAE {want:.3f} %)" in stdout
+    rc, stdout, err = _run(capsys, "plot", record, "-o", tmp_path / "r.png")
+    assert rc == 0 and (tmp_path / "r.png").is_file(), err
+    # an id the store lacks, a store with several inputs' file reference: one-line errors
+    (tmp_path / "h2b.xyz").write_text((files / "h2.xyz").read_text())
+    rc, _, err = _run(capsys, "predict", tmp_path / "h2b.xyz", "--model", files / "m.pt",
+                      "-o", tmp_path / "x.cube", "--reference", store.path)
+    assert rc == 2 and "no record of h2b" in err and err.count("\n") == 1
+    rc, _, err = _run(capsys, "predict", files / "h2.xyz", tmp_path / "h2b.xyz", "--model", files / "m.pt",
+                      "-o", tmp_path / "several", "--reference", record)
+    assert rc == 2 and "a single file compares one input" in err
+    assert not (tmp_path / "x.cube").exists() and not (tmp_path / "several").exists()
+
+
 def test_tiled_equals_whole_box(files):
     net, name = resolve_model(str(files / "m.pt"))
     mol = load_molecule(str(files / "h2.xyz"))

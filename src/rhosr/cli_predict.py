@@ -45,6 +45,10 @@ def add_predict(sub) -> None:
     p.add_argument("--symmetrize", action="store_true",
                    help="average over the 48 cube symmetries (48x slower); reports the spread")
     p.add_argument("--png", action="store_true", help="also write <id>.png (slices) beside the output")
+    p.add_argument("--reference", default=None, metavar="REF",
+                   help="DFT density to compare with: a density file or store record (one input), "
+                        "or a label store (the record of each input's id); adds the NMAE to the "
+                        "summary and the reference and difference rows to --png")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="activation memory budget; larger boxes run in tiles "
                         "(default: half the free memory of the device)")
@@ -61,6 +65,10 @@ def run_predict(args) -> int:
         raise InputError(f"--max-memory must be > 0, got {args.max_memory}")
     mols = [m for spec in args.inputs for m in load_molecules(
         spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
+    if args.reference is not None and len(mols) > 1 and not Path(args.reference).is_dir():
+        raise InputError(f"--reference {args.reference}: a single file compares one input; give a "
+                         f"label store to compare {len(mols)}")
+    references = {m.id: _reference(args.reference, m.id) for m in mols} if args.reference else {}
     device = resolve_device(args.device)
     net, name = resolve_model(args.model, device)
     paths = _output_paths([m.id for m in mols], args.output, args.format)
@@ -74,21 +82,26 @@ def run_predict(args) -> int:
         for mol, path in zip(mols, paths):
             dens = predict_molecule(mol, net, model_name=name, device=device,
                                     symmetrize=args.symmetrize, max_memory_gb=args.max_memory)
+            reference = references.get(mol.id)
+            if reference is not None:
+                dens.meta["reference_nmae_percent"] = 100 * _nmae(dens, reference, mol.id)
             dens.write(path, args.format)
             meta = dens.meta
             if args.format == "npy":
-                extra = {k: meta[k] for k in ("model", "device", "symmetrized", "tile", "spread_percent")
-                         if k in meta}
+                extra = {k: meta[k] for k in ("model", "device", "symmetrized", "tile", "spread_percent",
+                                              "reference_nmae_percent") if k in meta}
                 _sidecar(path, _density_info(mol, dens.grid, dens.positions, meta["electrons"],
                                              meta["seconds"], kind="predicted", **extra))
             line = (f"{mol.id}: {mol.natm} atoms, fine mesh {'x'.join(map(str, dens.grid.mesh))}, "
                     f"{meta['electrons']:.4f} electrons, {meta['seconds']:.2f} s")
             if "spread_percent" in meta:
                 line += f", symmetry spread {meta['spread_percent']:.3f} %"
+            if reference is not None:
+                line += f", NMAE {meta['reference_nmae_percent']:.3f} % vs reference"
             if args.png:
                 from .plot import plot_density
 
-                png = plot_density(dens, path.with_name(_stem(path) + ".png"))
+                png = plot_density(dens, path.with_name(_stem(path) + ".png"), reference=reference)
                 line += f" -> {path}, {png.name}"
             else:
                 line += f" -> {path}"
@@ -114,7 +127,9 @@ def add_plot(sub) -> None:
                     "scale in e/bohr^3; with --reference also the reference and the difference.",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="density file (cube, npy + json, h5)")
-    p.add_argument("--reference", default=None, help="reference density on the same mesh")
+    p.add_argument("--reference", default=None, metavar="REF",
+                   help="reference on the same mesh: a density file or store record, or a label "
+                        "store (the record named by each FILE's id)")
     p.add_argument("-o", "--output", default=None,
                    help="PNG (one file) or directory (several); default <name>.png beside each file")
 
@@ -130,20 +145,52 @@ def _read(path: str):
         raise InputError(f"{path}: cannot read a density ({' '.join(str(exc).split())})") from None
 
 
+def _id(path: str, density) -> str:
+    """The molecule id of a density file: its metadata, else the file name."""
+    meta = density.meta if isinstance(density.meta, dict) else {}
+    return str(meta.get("id") or _stem(Path(path)))
+
+
+def _reference(spec: str, mol_id: str):
+    """The reference density for ``mol_id``: a file, or that record of a label store."""
+    if not Path(spec).is_dir():
+        return _read(spec)
+    from .store import Store, StoreError
+
+    try:
+        store = Store(spec)
+    except StoreError as exc:
+        raise InputError(f"--reference: {exc}") from None
+    if mol_id not in store:
+        raise InputError(f"--reference {spec}: no record of {mol_id} in this store")
+    return _read(str(store.path / "records" / f"{mol_id}.h5"))
+
+
+def _nmae(density, reference, what: str) -> float:
+    if tuple(reference.grid.mesh) != tuple(density.grid.mesh):
+        raise InputError(f"{what}: reference mesh {tuple(reference.grid.mesh)} differs from "
+                         f"{tuple(density.grid.mesh)}")
+    return density.nmae(reference)
+
+
 def run_plot(args) -> int:
     from .cli import _output_paths
     from .plot import plot_density
 
     densities = [_read(f) for f in args.files]
-    reference = _read(args.reference) if args.reference else None
+    if args.reference is not None and len(args.files) > 1 and not Path(args.reference).is_dir():
+        references = [_read(args.reference)] * len(args.files)
+    else:
+        references = [_reference(args.reference, _id(f, d)) if args.reference else None
+                      for f, d in zip(args.files, densities)]
     if args.output is None:
         paths = [Path(f).with_name(_stem(Path(f)) + ".png") for f in args.files]
     else:
         paths = _output_paths([_stem(Path(f)) for f in args.files], args.output, "png")
-    for f, dens, path in zip(args.files, densities, paths):
-        plot_density(dens, path, reference=reference, title=_stem(Path(f)))
+    for f, dens, path, reference in zip(args.files, densities, paths, references):
         line = f"{f} -> {path}"
         if reference is not None:
-            line += f" (NMAE {100 * dens.nmae(reference):.3f} %)"
+            line += f" (NMAE {100 * _nmae(dens, reference, f):.3f} %)"
+        plot_density(dens, path, reference=reference, title=_stem(Path(f)))
         print(line)
     return 0

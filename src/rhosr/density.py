@@ -254,6 +254,8 @@ def _read_h5(path: Path) -> Density:
     import h5py
 
     with h5py.File(path, "r") as f:
+        if "density" not in f and "rho_dft" in f:  # a record of a label store
+            return _record_density(path)
         values = np.asarray(f["density"][()])
         grid = Grid(tuple(f["cell"][()]), tuple(f["mesh"][()]))
         symbols = tuple(s.decode() for s in f["symbols"][()])
@@ -261,6 +263,16 @@ def _read_h5(path: Path) -> Density:
         charge = int(f.attrs.get("charge", 0))
         meta = json.loads(f.attrs.get("meta", "{}"))
     return Density(values, grid, symbols, positions, charge, meta)
+
+
+def _record_density(path: Path) -> Density:
+    """The DFT label of a store record (``STORE/records/<id>.h5``) as a Density."""
+    from .store import read_record
+
+    rec = read_record(path)
+    meta = {"id": rec.id, "kind": "dft", "energy_hartree": rec.energy, "source": rec.source}
+    return Density(np.asarray(rec.rho_dft), rec.grid, tuple(rec.symbols), rec.positions,
+                   rec.charge, meta)
 
 
 _WRITERS = {"cube": _write_cube, "npy": _write_npy, "h5": _write_h5}
@@ -276,7 +288,11 @@ def write_density(path, density: Density, fmt: str | None = None) -> Path:
 
 
 def read_density(path, fmt: str | None = None) -> Density:
-    """Read a density file written by rhosr (or any cube file)."""
+    """Read a density file written by rhosr (or any cube file).
+
+    An HDF5 record of a label store (``STORE/records/<id>.h5``) reads as its DFT
+    density on the fine mesh, with the record's atoms.
+    """
     path = Path(path)
     fmt = format_of(path, fmt)
     return _READERS[fmt](path)

@@ -7,7 +7,8 @@ planes through the centre of the atoms (for a planar molecule: the plane of
 the molecule, if it lies in a mesh plane, is one of them).  With a reference
 on the same mesh: row 2 the reference on the same scale, row 3 the
 difference (density - reference, symmetric linear scale).  Atoms within
-1 bohr of a plane are drawn as filled dots, the others as faint rings.
+1 bohr of a plane are drawn as filled dots, the others as faint rings
+(white on the densities, grey on the difference map).
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ def plot_density(density, path, reference=None, title: str | None = None) -> Pat
                 ax.scatter(pos[near, u], pos[near, v], s=18, c="white", edgecolors="black",
                            linewidths=0.6)
                 ax.scatter(pos[~near, u], pos[~near, v], s=18, facecolors="none",
-                           edgecolors="white", linewidths=0.5, alpha=0.6)
+                           edgecolors="grey" if label == "difference" else "white",
+                           linewidths=0.5, alpha=0.6)
             ax.set_xlim(0, cell[u])
             ax.set_ylim(0, cell[v])
             ax.set_xlabel(f"{names[u]} (bohr)")

@@ -172,37 +172,10 @@ class Store:
 
     def read(self, mol_id: str, density: bool = True) -> Record:
         """Load one record; ``density=False`` skips the (large) density array."""
-        import h5py
-
         path = self._record_path(mol_id)
         if not path.is_file():
             raise KeyError(f"{mol_id}: no such record in {self.path}")
-        try:
-            with h5py.File(path, "r") as f:
-                a = f.attrs
-                if not a.get("complete", False):
-                    raise StoreError(f"{path}: incomplete record")
-                rec = Record(
-                    id=str(a["id"]),
-                    symbols=tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["symbols"][()]),
-                    positions=np.asarray(f["positions"][()], dtype=float),
-                    cell=np.asarray(f["cell"][()], dtype=float),
-                    fine_mesh=tuple(int(n) for n in f["fine_mesh"][()]),
-                    charge=int(a["charge"]),
-                    spin=int(a["spin"]),
-                    source=str(a["source"]),
-                    rho_dft=np.asarray(f["rho_dft"][()]) if density else None,
-                    energy=float(a["energy"]),
-                    converged=bool(a["converged"]),
-                    scf_iterations=int(a["scf_iterations"]),
-                    seconds=float(a["seconds"]),
-                    timings=json.loads(a.get("timings", "{}")),
-                    level_of_theory=json.loads(a.get("level_of_theory", "{}")),
-                    rhosr_version=str(a.get("rhosr_version", "")),
-                )
-        except OSError as err:
-            raise StoreError(f"{path}: unreadable record ({err})") from None
-        return rec
+        return read_record(path, density)
 
     def read_density(self, mol_id: str) -> np.ndarray:
         """Only the fine-mesh DFT density of a record (float32)."""
@@ -273,6 +246,41 @@ class Store:
             except OSError:
                 pass
         return n
+
+
+def read_record(path, density: bool = True) -> Record:
+    """Load one record file (``STORE/records/<id>.h5``, or a copy of one).
+
+    ``density=False`` skips the (large) density array.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            a = f.attrs
+            if not a.get("complete", False):
+                raise StoreError(f"{path}: incomplete record")
+            return Record(
+                id=str(a["id"]),
+                symbols=tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["symbols"][()]),
+                positions=np.asarray(f["positions"][()], dtype=float),
+                cell=np.asarray(f["cell"][()], dtype=float),
+                fine_mesh=tuple(int(n) for n in f["fine_mesh"][()]),
+                charge=int(a["charge"]),
+                spin=int(a["spin"]),
+                source=str(a["source"]),
+                rho_dft=np.asarray(f["rho_dft"][()]) if density else None,
+                energy=float(a["energy"]),
+                converged=bool(a["converged"]),
+                scf_iterations=int(a["scf_iterations"]),
+                seconds=float(a["seconds"]),
+                timings=json.loads(a.get("timings", "{}")),
+                level_of_theory=json.loads(a.get("level_of_theory", "{}")),
+                rhosr_version=str(a.get("rhosr_version", "")),
+            )
+    except OSError as err:
+        raise StoreError(f"{path}: unreadable record ({err})") from None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
