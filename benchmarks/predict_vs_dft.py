@@ -60,7 +60,8 @@ def main(argv=None) -> None:
             for spec in args.model]
     print(f"{len(mols)} molecules, model(s) {', '.join(n for _, _, n in nets)}, {threads} threads, "
           f"torch {torch.__version__}")
-    print(f"{'molecule':<12} {'model':<12} {'atoms':>5} {'fine mesh':>14} {'predict s':>10} "
+    w = max(12, *(len(n) for _, _, n in nets))  # model column: whole names
+    print(f"{'molecule':<12} {'model':<{w}} {'atoms':>5} {'fine mesh':>14} {'predict s':>10} "
           f"{'write s':>8} {'CLI s':>7} {'DFT s':>8} {'SCF cyc':>7} {'NMAE %':>7} "
           f"{'DFT/predict':>11} {'DFT/CLI':>8}")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -98,12 +99,12 @@ def main(argv=None) -> None:
                 err = 100.0 * nmae(dens.values, res.density)
                 for i, t in enumerate((t_pred, t_write, t_cli)):
                     tot[k][i] += t
-                print(f"{mol.id:<12} {name[-12:]:<12} {len(mol.symbols):>5} "
+                print(f"{mol.id:<12} {name:<{w}} {len(mol.symbols):>5} "
                       f"{'x'.join(map(str, fine.mesh)):>14} {t_pred:>10.3f} {t_write:>8.3f} "
                       f"{t_cli:>7.2f} {t_dft:>8.2f} {res.iterations:>7} {err:>7.3f} "
                       f"{t_dft / t_pred:>11.0f} {t_dft / t_cli:>8.1f}", flush=True)
     for (_, _, name), (t_pred, t_write, t_cli) in zip(nets, tot):
-        print(f"{'total':<12} {name[-12:]:<12} {'':>5} {'':>14} {t_pred:>10.3f} {t_write:>8.3f} "
+        print(f"{'total':<12} {name:<{w}} {'':>5} {'':>14} {t_pred:>10.3f} {t_write:>8.3f} "
               f"{t_cli:>7.2f} {tot_d:>8.2f} {'':>7} {'':>7} {tot_d / t_pred:>11.0f} "
               f"{tot_d / t_cli:>8.1f}")
 
