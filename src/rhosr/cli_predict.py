@@ -68,7 +68,7 @@ def run_predict(args) -> int:
     if args.reference is not None and len(mols) > 1 and not Path(args.reference).is_dir():
         raise InputError(f"--reference {args.reference}: a single file compares one input; give a "
                          f"label store to compare {len(mols)}")
-    references = {m.id: _reference(args.reference, m.id) for m in mols} if args.reference else {}
+    reference_of = _reference_reader(args.reference, [m.id for m in mols])
     device = resolve_device(args.device)
     net, name = resolve_model(args.model, device)
     paths = _output_paths([m.id for m in mols], args.output, args.format)
@@ -82,7 +82,7 @@ def run_predict(args) -> int:
         for mol, path in zip(mols, paths):
             dens = predict_molecule(mol, net, model_name=name, device=device,
                                     symmetrize=args.symmetrize, max_memory_gb=args.max_memory)
-            reference = references.get(mol.id)
+            reference = reference_of(mol.id)
             if reference is not None:
                 dens.meta["reference_nmae_percent"] = 100 * _nmae(dens, reference, mol.id)
             dens.write(path, args.format)
@@ -147,23 +147,37 @@ def _read(path: str):
 
 def _id(path: str, density) -> str:
     """The molecule id of a density file: its metadata, else the file name."""
-    meta = density.meta if isinstance(density.meta, dict) else {}
-    return str(meta.get("id") or _stem(Path(path)))
+    return str(density.meta.get("id") or _stem(Path(path)))
 
 
-def _reference(spec: str, mol_id: str):
-    """The reference density for ``mol_id``: a file, or that record of a label store."""
+def _reference_reader(spec: str | None, ids: list[str]):
+    """Check ``--reference`` against the molecule ids before any work; return a function
+    id -> reference Density (None without a reference), which reads a store's record only
+    when asked, so that many inputs do not hold all their references at once."""
+    if spec is None:
+        return lambda mol_id: None
     if not Path(spec).is_dir():
-        return _read(spec)
+        ref = _read(spec)
+        return lambda mol_id: ref
+    from .density import record_density
     from .store import Store, StoreError
 
     try:
         store = Store(spec)
     except StoreError as exc:
         raise InputError(f"--reference: {exc}") from None
-    if mol_id not in store:
-        raise InputError(f"--reference {spec}: no record of {mol_id} in this store")
-    return _read(str(store.path / "records" / f"{mol_id}.h5"))
+
+    def read(mol_id: str, density: bool = True):
+        if mol_id not in store:
+            raise InputError(f"--reference {spec}: no record of {mol_id} in this store")
+        try:
+            return store.read(mol_id, density)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"--reference {spec}: {' '.join(str(exc).split())}") from None
+
+    for mol_id in ids:  # every record there and readable (without its density) before any work
+        read(mol_id, density=False)
+    return lambda mol_id: record_density(read(mol_id))
 
 
 def _nmae(density, reference, what: str) -> float:
@@ -178,16 +192,14 @@ def run_plot(args) -> int:
     from .plot import plot_density
 
     densities = [_read(f) for f in args.files]
-    if args.reference is not None and len(args.files) > 1 and not Path(args.reference).is_dir():
-        references = [_read(args.reference)] * len(args.files)
-    else:
-        references = [_reference(args.reference, _id(f, d)) if args.reference else None
-                      for f, d in zip(args.files, densities)]
+    ids = [_id(f, d) for f, d in zip(args.files, densities)]
+    reference_of = _reference_reader(args.reference, ids)
     if args.output is None:
         paths = [Path(f).with_name(_stem(Path(f)) + ".png") for f in args.files]
     else:
         paths = _output_paths([_stem(Path(f)) for f in args.files], args.output, "png")
-    for f, dens, path, reference in zip(args.files, densities, paths, references):
+    for f, dens, path, mol_id in zip(args.files, densities, paths, ids):
+        reference = reference_of(mol_id)
         line = f"{f} -> {path}"
         if reference is not None:
             line += f" (NMAE {100 * _nmae(dens, reference, f):.3f} %)"

@@ -254,22 +254,23 @@ def _read_h5(path: Path) -> Density:
     import h5py
 
     with h5py.File(path, "r") as f:
-        if "density" not in f and "rho_dft" in f:  # a record of a label store
-            return _record_density(path)
-        values = np.asarray(f["density"][()])
-        grid = Grid(tuple(f["cell"][()]), tuple(f["mesh"][()]))
-        symbols = tuple(s.decode() for s in f["symbols"][()])
-        positions = np.asarray(f["positions"][()])
-        charge = int(f.attrs.get("charge", 0))
-        meta = json.loads(f.attrs.get("meta", "{}"))
+        is_record = "density" not in f and "rho_dft" in f  # a record of a label store
+        if not is_record:
+            values = np.asarray(f["density"][()])
+            grid = Grid(tuple(f["cell"][()]), tuple(f["mesh"][()]))
+            symbols = tuple(s.decode() for s in f["symbols"][()])
+            positions = np.asarray(f["positions"][()])
+            charge = int(f.attrs.get("charge", 0))
+            meta = json.loads(f.attrs.get("meta", "{}"))
+    if is_record:
+        from .store import read_record
+
+        return record_density(read_record(path))
     return Density(values, grid, symbols, positions, charge, meta)
 
 
-def _record_density(path: Path) -> Density:
-    """The DFT label of a store record (``STORE/records/<id>.h5``) as a Density."""
-    from .store import read_record
-
-    rec = read_record(path)
+def record_density(rec) -> Density:
+    """The DFT label of a store record (:class:`rhosr.store.Record`) as a Density."""
     meta = {"id": rec.id, "kind": "dft", "energy_hartree": rec.energy, "source": rec.source}
     return Density(np.asarray(rec.rho_dft), rec.grid, tuple(rec.symbols), rec.positions,
                    rec.charge, meta)
