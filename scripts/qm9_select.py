@@ -76,16 +76,16 @@ def main(argv=None) -> None:
             inside = np.array([selected(c) for c in counts], dtype=bool)
             size = np.array([c.total() for c in counts])
             n_el = np.array([c[args.element] for c in counts])
-            parts = [f"{label} {args.element} {rng}: "
+            parts = [f"{label}{args.element} {rng}: "
                      + (f"{err[mask].mean():.2f} % ({mask.sum()})" if mask.any() else "none")
-                     for label, mask in (("not", ~inside), ("", inside))]
+                     for label, mask in (("not ", ~inside), ("", inside))]
 
             def pearson(x):
                 ok = len(rows) > 2 and np.ptp(x) > 0
                 return np.corrcoef(err, x)[0, 1] if ok else float("nan")
 
             print(f"{path}: {len(rows)} molecules, {size.mean():.1f} atoms, NMAE {err.mean():.2f} %; "
-                  f"{'; '.join(p.strip() for p in parts)}; Pearson r(NMAE, atoms) = "
+                  f"{'; '.join(parts)}; Pearson r(NMAE, atoms) = "
                   f"{pearson(size):.2f}, r(NMAE, {args.element}) = {pearson(n_el):.2f}")
         return
     if args.stats:

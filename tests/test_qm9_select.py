@@ -47,7 +47,7 @@ def test_hydrogen_poor_sample(sel, comp, capsys):
 
 
 def test_eval_splits_by_composition(sel, comp, capsys, tmp_path):
-    test = [i for i in sorted(comp) if i >= 120001]
+    test = [i for i in sorted(comp) if i >= QM9_SPLIT["test"][0]]
     ids = [i for i in test if comp[i]["H"] <= 6][:3] + [i for i in test if comp[i]["H"] > 6][:3]
     rows = [{"id": f"qm9_{i:06d}", "nmae_percent": float(comp[i]["H"])} for i in ids]
     path = tmp_path / "eval.json"
