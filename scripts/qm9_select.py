@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from rhosr.molecule import QM9_SPLIT, qm9_columns, qm9_index_of, qm9_sample, qm9_symbols  # noqa: E402
 
 
+@lru_cache(maxsize=1)
 def compositions() -> dict[int, Counter]:
-    """{QM9 index: {element: count}} for every molecule qm9pack holds."""
+    """{QM9 index: {element: count}} for every molecule qm9pack holds (read once; do not
+    modify the result)."""
     return {int(i): Counter(qm9_symbols(e)) for i, e in qm9_columns("Index", "Elements")}
 
 
