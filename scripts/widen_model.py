@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.model import PRESETS, build, load_model, read_model_file, save_model  # noqa: E402
+from rhosr.model import PRESETS, build, count_parameters, load_model, read_model_file, save_model  # noqa: E402
 
 
 def widen(model, channels: int, seed: int = 0):
@@ -87,9 +87,8 @@ def main(argv=None) -> int:
     extra = {"init": str(args.source), "widened_from_channels": model.config.channels,
              "source_extra": read_model_file(args.source)["extra"].get("phases", [])}
     save_model(args.out, wide, extra)
-    n_old = sum(p.numel() for p in model.parameters())
-    n_new = sum(p.numel() for p in wide.parameters())
-    print(f"{args.out}: {model.config.channels} -> {channels} channels, {n_old} -> {n_new} "
+    print(f"{args.out}: {model.config.channels} -> {channels} channels, "
+          f"{count_parameters(model)} -> {count_parameters(wide)} "
           f"parameters, same output (max relative difference {diff:.1e})")
     return 0
 

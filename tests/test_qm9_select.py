@@ -1,22 +1,17 @@
 """scripts/qm9_select.py: composition-filtered, seeded samples of a QM9 split."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from rhosr.molecule import QM9_SPLIT
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "qm9_select.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def sel():
-    spec = importlib.util.spec_from_file_location("qm9_select", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("qm9_select")
 
 
 @pytest.fixture(scope="module")

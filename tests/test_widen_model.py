@@ -1,22 +1,16 @@
 """scripts/widen_model.py: a narrow sad-residual network continued as a wider one."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-from rhosr.model import build, load_model, read_model_file, save_model
+from rhosr.model import build, count_parameters, load_model, read_model_file, save_model
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "widen_model.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def widen_mod():
-    spec = importlib.util.spec_from_file_location("widen_model", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("widen_model")
 
 
 def _trained_like(channels=4, seed=3):
@@ -39,7 +33,7 @@ def test_widened_network_predicts_the_same_and_can_learn(widen_mod):
     narrow = _trained_like()
     wide = widen_mod.widen(narrow, 10, seed=1)
     assert wide.config.channels == 10 and wide.config.blocks == narrow.config.blocks
-    assert sum(p.numel() for p in wide.parameters()) > 3 * sum(p.numel() for p in narrow.parameters())
+    assert count_parameters(wide) > 3 * count_parameters(narrow)
     coarse, fine = _inputs()
     with torch.no_grad():
         a, b = narrow(coarse, fine), wide(coarse, fine)
