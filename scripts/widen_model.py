@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.model import PRESETS, build, count_parameters, load_model, read_model_file, save_model  # noqa: E402
+from rhosr.model import PRESETS, build, count_parameters, read_model_file, save_model  # noqa: E402
 
 
 def widen(model, channels: int, seed: int = 0):
@@ -70,7 +70,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the new channels' weights")
     args = parser.parse_args(argv)
 
-    model = load_model(args.source)
+    try:
+        record = read_model_file(args.source)
+        model = build(record["config"])
+        model.load_state_dict(record["state_dict"], strict=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        parser.error(f"{args.source}: {exc}")
+    model.eval()
     channels = PRESETS[args.preset].channels if args.preset else args.channels
     if args.preset and replace(PRESETS[args.preset], channels=model.config.channels) != model.config:
         parser.error(f"--preset {args.preset} differs from {args.source} in more than the width")
@@ -85,7 +91,7 @@ def main(argv=None) -> int:
     if diff > 1e-5:
         raise SystemExit(f"widened network differs from the source: max relative {diff:.2e}")
     extra = {"init": str(args.source), "widened_from_channels": model.config.channels,
-             "source_extra": read_model_file(args.source)["extra"].get("phases", [])}
+             "source_phases": record["extra"].get("phases", [])}
     save_model(args.out, wide, extra)
     print(f"{args.out}: {model.config.channels} -> {channels} channels, "
           f"{count_parameters(model)} -> {count_parameters(wide)} "

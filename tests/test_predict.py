@@ -62,6 +62,13 @@ def test_cube_round_trip_and_png(files, tmp_path, capsys):
     rc, stdout, err = _run(capsys, "plot", out, "--reference", out, "-o", tmp_path / "p.png")
     assert rc == 0, err
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG" and "NMAE 0.000 %" in stdout
+    # a reference on another mesh (a longer H2 has a larger box) is refused with exit 2
+    (tmp_path / "h2long.xyz").write_text("2\n\nH 0 0 0\nH 0 0 1.5\n")
+    other = tmp_path / "h2long.cube"
+    assert _run(capsys, "predict", tmp_path / "h2long.xyz", "--model", files / "m.pt",
+                "-o", other, "--device", "cpu")[0] == 0
+    rc, stdout, err = _run(capsys, "plot", out, "--reference", other, "-o", tmp_path / "q.png")
+    assert rc == 2 and "reference mesh" in err and not (tmp_path / "q.png").exists()
 
 
 def test_api_equals_cli_npy(files, tmp_path, capsys):

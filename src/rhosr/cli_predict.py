@@ -181,9 +181,9 @@ def _reference_reader(spec: str | None, ids: list[str]):
 
 
 def _nmae(density, reference, what: str) -> float:
-    if tuple(reference.grid.mesh) != tuple(density.grid.mesh):
-        raise InputError(f"{what}: reference mesh {tuple(reference.grid.mesh)} differs from "
-                         f"{tuple(density.grid.mesh)}")
+    from .plot import check_reference
+
+    check_reference(density, reference, what)
     return density.nmae(reference)
 
 

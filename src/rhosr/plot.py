@@ -42,6 +42,13 @@ def _plane(values, axis: int, index: int) -> np.ndarray:
     return np.take(values, index, axis=axis)
 
 
+def check_reference(density, reference, what: str = "reference") -> None:
+    """Raise InputError unless ``reference`` lies on the same mesh as ``density``."""
+    if tuple(reference.grid.mesh) != tuple(density.grid.mesh):
+        raise InputError(f"{what}: reference mesh {tuple(reference.grid.mesh)} differs from "
+                         f"{tuple(density.grid.mesh)}")
+
+
 def plot_density(density, path, reference=None, title: str | None = None) -> Path:
     """Write a PNG of slices of ``density`` (and ``reference`` and the difference)."""
     import matplotlib
@@ -50,8 +57,8 @@ def plot_density(density, path, reference=None, title: str | None = None) -> Pat
     import matplotlib.pyplot as plt
     from matplotlib.colors import PowerNorm, TwoSlopeNorm
 
-    if reference is not None and tuple(reference.grid.mesh) != tuple(density.grid.mesh):
-        raise InputError(f"reference mesh {reference.grid.mesh} differs from {density.grid.mesh}")
+    if reference is not None:
+        check_reference(density, reference, title or "reference")
     values = np.asarray(density.values, dtype=float)
     idx = _slice_indices(density)
     cell = np.asarray(density.grid.cell)
