@@ -34,3 +34,17 @@ def write_xyz(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _density_cache(tmp_path_factory):
+    """Densities evaluated from orbital records are cached in a temporary folder, never in ~/.cache."""
+    import os
+
+    old = os.environ.get("RHOSR_CACHE")
+    os.environ["RHOSR_CACHE"] = str(tmp_path_factory.mktemp("rhosr-cache"))
+    yield
+    if old is None:
+        os.environ.pop("RHOSR_CACHE", None)
+    else:
+        os.environ["RHOSR_CACHE"] = old

@@ -16,45 +16,15 @@ from pathlib import Path
 from . import __version__
 from .molecule import DEFAULT_MAX_VOXELS, InputError
 
-STRUCTURE_HELP = (
-    "structure: a file ASE reads (xyz, extxyz, pdb, sdf, cif, ...; every frame), "
-    "smiles:<SMILES>, qm9:<index>, qm9:<first>-<last>, or qm9:<split>/<count> "
-    "(seeded random sample of the train, val or test split)"
+from .cli_common import (  # noqa: F401 -- re-exported for older imports
+    STRUCTURE_HELP,
+    _add_structure_options,
+    _density_info,
+    _Formatter,
+    _output_paths,
+    _sidecar,
+    model_file,
 )
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults in --help, except empty ones (None, False)."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def _add_structure_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--charge", type=int, default=None,
-                   help="net charge of every molecule (default: 0, or the file's)")
-    p.add_argument("--spin", type=int, default=None,
-                   help="2S, unpaired electrons (default: lowest consistent with the electron count)")
-    p.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
-                   help="refuse boxes whose fine mesh has more points than this")
-
-
-def _output_paths(ids, out, ext: str, default_dir: str = ".") -> list[Path]:
-    """One input: OUT is the file; several: OUT is a directory of <id>.<ext>."""
-    if len(ids) == 1 and out is not None and not Path(out).is_dir():
-        return [Path(out)]
-    folder = Path(out if out is not None else default_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return [folder / f"{i}.{ext}" for i in ids]
-
-
-def _sidecar(path: Path, info: dict) -> Path:
-    """Write ``info`` as JSON beside a density file: a.sad.npy -> a.json."""
-    side = path.with_name(path.name.split(".")[0] + ".json")
-    side.write_text(json.dumps(info, indent=1))
-    return side
 
 
 # ---------------------------------------------------------------- sad
@@ -102,15 +72,6 @@ def _run_sad(args) -> int:
         print(f"{mol.id}: {mol.natm} atoms, {args.mesh} mesh {'x'.join(map(str, grid.mesh))}, "
               f"{dens.electrons():.4f} electrons, {seconds * 1000:.0f} ms -> {path}")
     return 0
-
-
-def _density_info(mol, grid, positions, electrons, seconds, **extra) -> dict:
-    """The JSON written beside a bare .npy density (positions in bohr, in the box)."""
-    return {
-        "id": mol.id, "cell_bohr": list(grid.cell), "mesh": list(grid.mesh),
-        "atoms": [[s, *map(float, x)] for s, x in zip(mol.symbols, positions)],
-        "charge": mol.charge, "spin": mol.spin, "electrons": electrons, "seconds": seconds, **extra,
-    }
 
 
 # ---------------------------------------------------------------- generate
@@ -176,9 +137,9 @@ def _add_export(sub) -> None:
 def _run_export(args) -> int:
     from .density import Density
     from .sad import sad_density
-    from .store import Store
+    from .bank import open_labels
 
-    store = Store(args.store)
+    store = open_labels(args.store)
     ids = args.ids if args.ids else store.ids()
     unknown = [i for i in ids if i not in store]
     if unknown:
@@ -213,23 +174,27 @@ def _run_export(args) -> int:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", formatter_class=_Formatter, help="summarise a store or a model file",
-                       description="Print a summary table of a store (a directory) or of a model "
-                                   "file (preset, parameters, training data, best validation NMAE).")
-    p.add_argument("path", metavar="STORE|MODEL_FILE")
+    p = sub.add_parser("info", formatter_class=_Formatter,
+                       help="summarise a store, a bank or a model file",
+                       description="Print a summary table of a store or a bank (a directory: "
+                                   "records, splits, elements, level of theory) or of a model "
+                                   "file ('default' is the bundled one: preset, parameters, "
+                                   "training data, best validation NMAE).")
+    p.add_argument("path", metavar="STORE|BANK|MODEL_FILE")
 
 
 def _run_info(args) -> int:
+    from .bank import Bank, is_bank
     from .store import Store, StoreError
 
     path = Path(args.path)
-    if path.is_file():
-        for line in model_summary(path):
+    if str(args.path) == "default" or path.is_file():
+        for line in model_summary(model_file(args.path, "info")):
             print(line)
         return 0
     if not path.is_dir():
-        raise StoreError(f"{path}: neither a rhosr store nor a model file")
-    store = Store(path)
+        raise StoreError(f"{path}: neither a rhosr store, a bank nor a model file")
+    store = Bank(path) if is_bank(path) else Store(path)
     for line in store_summary(store):
         print(line)
     return 0
@@ -280,9 +245,11 @@ def store_summary(store) -> list[str]:
     failures = store.failures()
     recs = [store.read(i, density=False) for i in ids]
     lot = store.meta.get("level_of_theory", {})
-    rows = [("store", str(store.path)), ("records", str(len(ids))), ("failed", str(len(failures)))]
+    kind = "bank" if hasattr(store, "manifests") else "store"
+    rows = [(kind, str(store.path)), ("records", str(len(ids))), ("failed", str(len(failures)))]
     if lot:
-        desc = ", ".join(f"{k}={lot[k]}" for k in ("xc", "basis", "pseudo", "ke_cutoff", "conv_tol", "smearing")
+        desc = ", ".join(f"{k}={lot[k]}" for k in ("xc", "basis", "pseudo", "ke_cutoff_hartree", "conv_tol",
+                                                     "smearing")
                          if k in lot)
         rows.append(("level of theory", desc))
     if recs:
@@ -323,6 +290,7 @@ def store_summary(store) -> list[str]:
 
 from .cli_predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
 from .cli_train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
+from .cli_bank import add_bank, run_bank  # noqa: E402
 
 COMMANDS = {
     "predict": (add_predict, run_predict),
@@ -333,6 +301,7 @@ COMMANDS = {
     "info": (_add_info, _run_info),
     "train": (add_train, run_train),
     "evaluate": (add_evaluate, run_evaluate),
+    "bank": (add_bank, run_bank),
 }
 
 

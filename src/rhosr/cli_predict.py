@@ -23,7 +23,7 @@ def _stem(path: Path) -> str:
 
 
 def add_predict(sub) -> None:
-    from .cli import STRUCTURE_HELP, _add_structure_options, _Formatter
+    from .cli_common import STRUCTURE_HELP, _add_structure_options, _Formatter
 
     p = sub.add_parser(
         "predict", formatter_class=_Formatter,
@@ -57,7 +57,7 @@ def add_predict(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .cli import _density_info, _output_paths, _sidecar
+    from .cli_common import _density_info, _output_paths, _sidecar
     from .molecule import load_molecules
     from .predict import predict_molecule, resolve_device, resolve_model
 
@@ -118,7 +118,7 @@ def run_predict(args) -> int:
 
 
 def add_plot(sub) -> None:
-    from .cli import _Formatter
+    from .cli_common import _Formatter
 
     p = sub.add_parser(
         "plot", formatter_class=_Formatter,
@@ -160,10 +160,11 @@ def _reference_reader(spec: str | None, ids: list[str]):
         ref = _read(spec)
         return lambda mol_id: ref
     from .density import record_density
-    from .store import Store, StoreError
+    from .bank import open_labels
+    from .store import StoreError
 
     try:
-        store = Store(spec)
+        store = open_labels(spec)
     except StoreError as exc:
         raise InputError(f"--reference: {exc}") from None
 
@@ -188,7 +189,7 @@ def _nmae(density, reference, what: str) -> float:
 
 
 def run_plot(args) -> int:
-    from .cli import _output_paths
+    from .cli_common import _output_paths
     from .plot import plot_density
 
     densities = [_read(f) for f in args.files]

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_common import _Formatter, model_file
 from .molecule import InputError
 
 
@@ -18,7 +19,6 @@ from .molecule import InputError
 
 
 def add_train(sub) -> None:
-    from .cli import _Formatter
     from .model import DEFAULT_PRESET, PRESETS
     from .train import DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_VAL_EVERY
 
@@ -72,7 +72,7 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .store import Store
+    from .bank import open_labels
     from .train import train
 
     workers = args.workers
@@ -84,13 +84,12 @@ def run_train(args) -> int:
     for name in ("store", "val_store"):
         path = getattr(args, name)
         if path is not None and not Path(path).is_dir():
-            raise InputError(f"{path}: not a rhosr store")
-    if args.init is not None and not Path(args.init).is_file():
-        raise InputError(f"--init {args.init}: no such file")
+            raise InputError(f"{path}: not a rhosr store or bank")
+    init = None if args.init is None else model_file(args.init, "--init")
     result = train(
-        Store(args.store), args.out, preset=args.preset, steps=args.steps, minutes=args.minutes,
-        seed=args.seed, resume=args.resume, init=args.init, freeze=args.freeze,
-        val_store=None if args.val_store is None else Store(args.val_store),
+        open_labels(args.store), args.out, preset=args.preset, steps=args.steps, minutes=args.minutes,
+        seed=args.seed, resume=args.resume, init=init, freeze=args.freeze,
+        val_store=None if args.val_store is None else open_labels(args.val_store),
         val_fraction=args.val_fraction, lr=args.lr, batch=args.batch, val_every=args.val_every,
         device=args.device, ema=args.ema, crop=args.crop, augment=not args.no_augment,
         val_max=args.val_max, progress=not args.no_progress, workers=workers,
@@ -115,7 +114,6 @@ def run_train(args) -> int:
 
 
 def add_evaluate(sub) -> None:
-    from .cli import _Formatter
 
     p = sub.add_parser(
         "evaluate", formatter_class=_Formatter,
@@ -134,14 +132,13 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
+    from .bank import open_labels
     from .evaluate import evaluate, format_table
-    from .store import Store
 
-    if not Path(args.model).is_file():
-        raise InputError(f"--model {args.model}: no such file")
+    model = model_file(args.model, "--model")
     if not Path(args.store).is_dir():
-        raise InputError(f"{args.store}: not a rhosr store")
-    result = evaluate(args.model, Store(args.store), split=args.split, device=args.device,
+        raise InputError(f"{args.store}: not a rhosr store or bank")
+    result = evaluate(model, open_labels(args.store), split=args.split, device=args.device,
                       progress=args.progress)
     print(format_table(result))
     if args.json:

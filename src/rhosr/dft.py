@@ -40,19 +40,16 @@ import numpy as np
 
 from .elements import LABEL_BASIS, PSEUDOPOTENTIAL, standard_symbol, valence_charge
 from .grid import DFT_CUTOFF_HARTREE, Grid
+from .orbitals import BRICK, DENSITY_EPS, DENSITY_MAX_BYTES, cart_powers
 
 XC = "PBE"
 #: Default SCF energy convergence (Hartree).
 CONV_TOL = 1e-10
-#: Default bound on the value of a neglected Gaussian term (× orbital
-#: coefficient) in the density evaluation; see :func:`evaluate_density`.
-DENSITY_EPS = 1e-12
 #: Orbitals with an occupation at or below this are left out of the density.
 OCC_DROP = 1e-14
-#: Edge of the mesh brick, points, on which orbitals are built at once.
-BRICK = (16, 16, 16)
-#: Memory cap (bytes) for the largest temporary of the density evaluation.
-DENSITY_MAX_BYTES = 64 * 1024**2
+#: Orbitals with an occupation at or below this are left out of an orbital
+#: record (smeared occupations; their density weight is below 1e-8 e).
+RECORD_OCC_MIN = 1e-8
 #: Coarsest mesh step accepted (bohr): that of the 200 Ha cutoff, pi/20, plus 1 %.
 MAX_STEP_BOHR = 1.01 * math.pi / math.sqrt(2 * DFT_CUTOFF_HARTREE)
 
@@ -79,6 +76,13 @@ class DFTResult:
         ``""`` when converged, otherwise why not.
     nelectron : int
         Valence electrons in the cell.
+    mo_coeff : ndarray or None
+        (nao, norb) coefficients of the occupied orbitals (every spin channel,
+        α columns first), PySCF's basis-function order; None if failed.
+    mo_occ : ndarray or None
+        (norb,) their occupations (2 for restricted, ≤ 1 per spin channel).
+    mo_spin : ndarray or None
+        (norb,) int8, 0 for α (or restricted), 1 for β.
     """
 
     density: np.ndarray | None
@@ -89,6 +93,9 @@ class DFTResult:
     timings: dict = field(default_factory=dict)
     reason: str = ""
     nelectron: int = 0
+    mo_coeff: np.ndarray | None = None
+    mo_occ: np.ndarray | None = None
+    mo_spin: np.ndarray | None = None
 
 
 def _versions() -> dict:
@@ -246,9 +253,29 @@ def _occupied_orbitals(mo_coeff, mo_occ) -> np.ndarray:
     return mo_coeff[:, keep] * np.sqrt(mo_occ[keep])
 
 
+def occupied_orbitals(mo_coeff, mo_occ, occ_min: float = RECORD_OCC_MIN):
+    """The orbitals an orbital record keeps: (coefficients, occupations, spin).
+
+    Every spin channel (UKS: α columns, then β), and every orbital whose
+    occupation exceeds ``occ_min``.  Returns ``(C (nao, norb), n (norb,),
+    spin (norb,) int8)``.
+    """
+    mo_coeff = np.asarray(mo_coeff)
+    mo_occ = np.asarray(mo_occ, dtype=float)
+    if mo_coeff.ndim == 2:
+        mo_coeff, mo_occ = mo_coeff[None], mo_occ[None]
+    cs, ns, ss = [], [], []
+    for channel, (c, n) in enumerate(zip(mo_coeff, mo_occ)):
+        keep = n > occ_min
+        cs.append(c[:, keep])
+        ns.append(n[keep])
+        ss.append(np.full(int(keep.sum()), channel, dtype=np.int8))
+    return np.hstack(cs), np.concatenate(ns), np.concatenate(ss)
+
+
 def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             smearing: float | None = None, conv_tol: float = CONV_TOL, max_cycle: int = 100,
-            threads: int | None = None, verbose: int = 0) -> DFTResult:
+            threads: int | None = None, verbose: int = 0, density: bool = True) -> DFTResult:
     """Kohn–Sham label of one molecule in the box of the fine ``grid``.
 
     Parameters
@@ -270,6 +297,9 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
         Limit PySCF (OpenMP) threads during the call.
     verbose : int
         PySCF verbosity (0 silent).
+    density : bool
+        Evaluate the density on the mesh (False: only the orbitals are
+        returned, as an orbital record needs).
 
     Never raises for a failed calculation: returns ``converged=False``,
     ``density=None`` and a ``reason``.
@@ -277,7 +307,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
     if _mixed_openmp():
         return _run_in_fresh_process(symbols, positions_bohr, grid, charge=charge, spin=spin,
                                      smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle,
-                                     threads=threads, verbose=verbose)
+                                     threads=threads, verbose=verbose, density=density)
     t_start = time.perf_counter()
     timings = {"scf": 0.0, "density": 0.0}
     nelectron = 0
@@ -314,26 +344,27 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
                 return failed(f"SCF not converged after {iterations} cycles")
             if not np.isfinite(energy):
                 return failed("SCF energy is not finite")
-            t0 = time.perf_counter()
-            density = evaluate_density(cell, grid, mf.mo_coeff, mf.mo_occ)
-            timings["density"] = time.perf_counter() - t0
-        if not np.all(np.isfinite(density)):
-            return failed("density is not finite")
+            coeff, occ, chan = occupied_orbitals(mf.mo_coeff, mf.mo_occ)
+            if not np.all(np.isfinite(coeff)):
+                return failed("orbital coefficients are not finite")
+            rho = None
+            if density:
+                t0 = time.perf_counter()
+                rho = evaluate_density(cell, grid, mf.mo_coeff, mf.mo_occ)
+                timings["density"] = time.perf_counter() - t0
+                if not np.all(np.isfinite(rho)):
+                    return failed("density is not finite")
     except Exception as err:  # noqa: BLE001 -- a failed label is reported, not raised
         return failed(f"{type(err).__name__}: {err}")
-    return DFTResult(density=density, energy=float(energy), converged=True,
+    return DFTResult(density=rho, energy=float(energy), converged=True,
                      iterations=iterations, seconds=time.perf_counter() - t_start,
-                     timings=timings, reason="", nelectron=int(nelectron))
+                     timings=timings, reason="", nelectron=int(nelectron),
+                     mo_coeff=coeff, mo_occ=occ, mo_spin=chan)
 
 
 # --------------------------------------------------------------------------
 # Density on the fine mesh
 # --------------------------------------------------------------------------
-
-def _cart_powers(l: int) -> list[tuple[int, int, int]]:
-    """PySCF's order of Cartesian components of angular momentum ``l``."""
-    return [(lx, ly, l - lx - ly) for lx in range(l, -1, -1) for ly in range(l - lx, -1, -1)]
-
 
 def _term_table(cell, orbitals: np.ndarray):
     """Every (shell, primitive, Cartesian component) of the cell as a term.
@@ -357,7 +388,7 @@ def _term_table(cell, orbitals: np.ndarray):
         c2s = gto.cart2sph(l)  # (ncart, nsph), PySCF's real solid harmonics
         cs = orbitals[ao_loc[ib]:ao_loc[ib + 1]].reshape(nctr, 2 * l + 1, nocc)
         w = np.einsum("pk,cm,kmi->pci", cf, c2s, cs)  # (nprim, ncart, nocc)
-        pows = np.array(_cart_powers(l), dtype=np.int64)
+        pows = np.array(cart_powers(l), dtype=np.int64)
         nprim, ncart = len(es), len(pows)
         cen.append(np.broadcast_to(coords[cell.bas_atom(ib)], (nprim * ncart, 3)))
         ex.append(np.repeat(es, ncart))
@@ -367,135 +398,23 @@ def _term_table(cell, orbitals: np.ndarray):
             np.concatenate(ww))
 
 
-def _term_radius(wmax, ex, l, eps):
-    """Distance beyond which ``wmax r^l exp(-α r²) < eps`` (0 if nowhere above)."""
-    r = np.sqrt(np.maximum(l, 1) / (2 * ex)) + 1.0
-    for _ in range(40):
-        arg = np.log(np.maximum(wmax, 1e-300) * np.maximum(r, 1e-6) ** l / eps)
-        r = np.sqrt(np.maximum(arg, 0.0) / ex)
-    return r
-
-
-def _periodic_images(cell_len, cen, r):
-    """Shifts of term centres (by whole cells) that reach the box within r."""
-    L = np.asarray(cell_len, dtype=float)
-    nimg = np.ceil(r.max(initial=0.0) / L).astype(int) + 1
-    rows, shifted = [], []
-    for i in range(-nimg[0], nimg[0] + 1):
-        for j in range(-nimg[1], nimg[1] + 1):
-            for k in range(-nimg[2], nimg[2] + 1):
-                c = cen + np.array([i, j, k]) * L
-                d = np.maximum(0.0, np.maximum(-c, c - L))
-                idx = np.nonzero(np.einsum("ij,ij->i", d, d) <= r * r)[0]
-                if len(idx):
-                    rows.append(idx)
-                    shifted.append(c[idx])
-    return np.concatenate(rows), np.concatenate(shifted)
-
-
 def evaluate_density(cell, grid: Grid, mo_coeff, mo_occ, eps: float = DENSITY_EPS,
                      brick=BRICK, max_bytes: int = DENSITY_MAX_BYTES) -> np.ndarray:
-    """Valence density on ``grid`` from orbitals, point by point (no FFT).
+    """Valence density on ``grid`` from SCF orbitals, with the basis of ``cell``.
 
-    ``ρ(r) = Σ_i n_i |Σ_L Σ_μ φ_μ(r - L) C_μi|²``, the same as AO values
-    (lattice-summed) times the density matrix.  Works brick by brick; within a
-    brick each Gaussian term is the outer product of per-axis factors, so the
-    orbitals come from one matrix product.  A term is skipped in a brick where
-    ``max_i |W_ti| r^l exp(-α r²) < eps`` everywhere.  Memory is bounded by
-    ``max_bytes`` (orbitals are processed in groups).
-
-    Parameters
-    ----------
-    cell : pyscf.pbc.gto.Cell
-        Orthorhombic, edges equal to ``grid.cell``.
-    grid : Grid
-    mo_coeff, mo_occ : arrays from the SCF (RKS: 2D/1D, UKS: 3D/2D).
-
-    Returns
-    -------
-    (nx, ny, nz) float64 array, e/bohr³.
+    The reference route: the Gaussian terms come from PySCF's cell
+    (``_libcint_ctr_coeff``, ``cart2sph``); :func:`rhosr.orbitals.density_on_grid`
+    does the point-wise evaluation (see there).  ``mo_coeff``, ``mo_occ``: RKS
+    2D/1D or UKS 3D/2D arrays.  Returns (nx, ny, nz) float64, e/bohr³.
     """
+    from .orbitals import density_on_grid
+
     lat = cell.lattice_vectors()
     if np.abs(lat - np.diag(np.diag(lat))).max() > 1e-10 or \
             np.abs(np.diag(lat) - np.asarray(grid.cell)).max() > 1e-8:
         raise ValueError("cell and grid must be the same orthorhombic box")
     orbitals = _occupied_orbitals(mo_coeff, mo_occ)
-    nx, ny, nz = grid.mesh
-    rho = np.zeros((nx, ny, nz))
     if orbitals.shape[1] == 0:
-        return rho
-    cen0, ex0, pw0, w0 = _term_table(cell, orbitals)
-    r0 = _term_radius(np.abs(w0).max(axis=1), ex0, pw0.sum(axis=1), eps)
-    rows, cen = _periodic_images(grid.cell, cen0, r0)
-    ex, pw, r2 = ex0[rows], pw0[rows], r0[rows] ** 2
-    w = np.ascontiguousarray(w0[rows])
-    ax, ay, az = grid.axes()
-    bx, by, bz = (int(b) for b in brick)
-
-    for i0 in range(0, nx, bx):
-        xs = ax[i0:i0 + bx]
-        d2x = np.maximum(0.0, np.maximum(xs[0] - cen[:, 0], cen[:, 0] - xs[-1])) ** 2
-        in_x = np.nonzero(d2x <= r2)[0]
-        for j0 in range(0, ny, by):
-            ys = ay[j0:j0 + by]
-            cy = cen[in_x, 1]
-            d2xy = d2x[in_x] + np.maximum(0.0, np.maximum(ys[0] - cy, cy - ys[-1])) ** 2
-            keep = d2xy <= r2[in_x]
-            in_xy, d2xy = in_x[keep], d2xy[keep]
-            for k0 in range(0, nz, bz):
-                zs = az[k0:k0 + bz]
-                cz = cen[in_xy, 2]
-                d2 = d2xy + np.maximum(0.0, np.maximum(zs[0] - cz, cz - zs[-1])) ** 2
-                sel = in_xy[d2 <= r2[in_xy]]
-                if len(sel) == 0:
-                    continue
-                rho[i0:i0 + bx, j0:j0 + by, k0:k0 + bz] = _brick_density(
-                    xs, ys, zs, cen[sel], ex[sel], pw[sel], w[sel], max_bytes)
-    return rho
-
-
-def _axis_factor(x, c, a, p):
-    """(x - c)^p exp(-a (x - c)²) for every term (rows) and point (columns)."""
-    d = x[None, :] - c[:, None]
-    f = np.exp(-a[:, None] * d * d)
-    pmax = int(p.max(initial=0))
-    if pmax:
-        poly = np.ones_like(d)
-        dp = np.ones_like(d)
-        for n in range(1, pmax + 1):
-            dp = dp * d
-            m = p == n
-            if m.any():
-                poly[m] = dp[m]
-        f *= poly
-    return f
-
-
-def _brick_density(xs, ys, zs, cen, ex, pw, w, max_bytes):
-    nt, nocc = w.shape
-    if nt * len(ys) * len(zs) * 8 > max_bytes and len(ys) * len(zs) > 1:
-        # too many terms for one (T, sy*sz) table: halve the brick along y or z
-        if len(zs) >= len(ys):
-            h = len(zs) // 2
-            parts = [_brick_density(xs, ys, zs[:h], cen, ex, pw, w, max_bytes),
-                     _brick_density(xs, ys, zs[h:], cen, ex, pw, w, max_bytes)]
-            return np.concatenate(parts, axis=2)
-        h = len(ys) // 2
-        parts = [_brick_density(xs, ys[:h], zs, cen, ex, pw, w, max_bytes),
-                 _brick_density(xs, ys[h:], zs, cen, ex, pw, w, max_bytes)]
-        return np.concatenate(parts, axis=1)
-    X = _axis_factor(xs, cen[:, 0], ex, pw[:, 0])  # (T, sx)
-    Y = _axis_factor(ys, cen[:, 1], ex, pw[:, 1])
-    Z = _axis_factor(zs, cen[:, 2], ex, pw[:, 2])
-    sx, sy, sz = len(xs), len(ys), len(zs)
-    yz = (Y[:, :, None] * Z[:, None, :]).reshape(nt, sy * sz)
-    out = np.zeros((sx, sy * sz))
-    # orbitals in groups so that the (T, group, sx) and (group*sx, sy*sz) temporaries stay small
-    per_orb = 8 * sx * max(nt, sy * sz)
-    group = max(1, min(nocc, int(max_bytes // max(per_orb, 1))))
-    for o0 in range(0, nocc, group):
-        wx = (w[:, o0:o0 + group, None] * X[:, None, :]).reshape(nt, -1)  # (T, g*sx)
-        psi = wx.T @ yz  # (g*sx, sy*sz): orbital values in the brick
-        psi = psi.reshape(-1, sx, sy * sz)
-        out += np.einsum("ixs,ixs->xs", psi, psi)
-    return out.reshape(sx, sy, sz)
+        return np.zeros(tuple(grid.mesh))
+    terms = _term_table(cell, orbitals)
+    return density_on_grid(terms, grid, eps=eps, brick=brick, max_bytes=max_bytes)

@@ -95,19 +95,21 @@ def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | 
     t0 = time.perf_counter()
     try:
         res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin,
-                      smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle, threads=threads)
+                      smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle, threads=threads,
+                      density=False)
     except Exception as err:  # run_dft reports failures itself; this is a last guard
         return {"id": mol.id, "reason": f"{type(err).__name__}: {err}", "source": mol.source,
                 "seconds": time.perf_counter() - t0}
-    if not res.converged or res.density is None:
+    if not res.converged or res.mo_coeff is None:
         return {"id": mol.id, "reason": res.reason or "SCF not converged", "source": mol.source,
                 "seconds": res.seconds, "iterations": res.iterations}
     return Record(
         id=mol.id, symbols=tuple(mol.symbols), positions=pos, cell=np.asarray(fine.cell),
         fine_mesh=tuple(fine.mesh), charge=mol.charge, spin=mol.spin, source=mol.source,
-        rho_dft=res.density.astype(np.float32), energy=res.energy, converged=True,
-        scf_iterations=res.iterations, seconds=res.seconds, timings=dict(res.timings),
-        level_of_theory=level_of_theory(smearing), rhosr_version=__version__,
+        energy=res.energy, converged=True, scf_iterations=res.iterations, seconds=res.seconds,
+        timings=dict(res.timings), level_of_theory=level_of_theory(smearing, conv_tol),
+        rhosr_version=__version__, mo_coeff=res.mo_coeff.astype(np.float32),
+        mo_occ=res.mo_occ, mo_spin=res.mo_spin,
     )
 
 

@@ -55,7 +55,11 @@ class Record:
     """One labelled molecule.
 
     ``positions`` and ``cell`` are in bohr; ``rho_dft`` is on the fine mesh
-    (e/bohr³), C order with x slowest; ``energy`` in Hartree.
+    (e/bohr³), C order with x slowest; ``energy`` in Hartree.  An orbital
+    record holds ``mo_coeff`` (nao, norb) float32 in the ``gth-tzv2p`` basis,
+    ``mo_occ`` (norb,) and ``mo_spin`` (norb,) (0 α or restricted, 1 β)
+    instead of, or beside, ``rho_dft``; :func:`rhosr.orbitals.density_from_record`
+    evaluates its density.
     """
 
     id: str
@@ -74,6 +78,14 @@ class Record:
     timings: dict = field(default_factory=dict)
     level_of_theory: dict = field(default_factory=dict)
     rhosr_version: str = ""
+    mo_coeff: np.ndarray | None = None
+    mo_occ: np.ndarray | None = None
+    mo_spin: np.ndarray | None = None
+
+    @property
+    def has_orbitals(self) -> bool:
+        """True for an orbital record (its density can be evaluated on demand)."""
+        return self.mo_coeff is not None
 
     @property
     def grid(self) -> Grid:
@@ -182,7 +194,9 @@ class Store:
         import h5py
 
         with h5py.File(self._record_path(mol_id), "r") as f:
-            return np.asarray(f["rho_dft"][()])
+            if "rho_dft" in f:
+                return np.asarray(f["rho_dft"][()])
+        return self.read(mol_id).rho_dft
 
     def records(self, ids=None, density: bool = True) -> Iterator[Record]:
         for mol_id in (self.ids() if ids is None else ids):
@@ -199,34 +213,25 @@ class Store:
         import h5py
 
         self._check_writable()
-        if rec.rho_dft is None:
-            raise ValueError(f"{rec.id}: a record needs its density")
-        rho = np.ascontiguousarray(rec.rho_dft, dtype=np.float32)
-        if rho.shape != tuple(rec.fine_mesh):
-            raise ValueError(f"{rec.id}: density shape {rho.shape} != fine mesh {rec.fine_mesh}")
+        check_record(rec)
         final = self._record_path(rec.id)
         with atomic_path(final) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("rho_dft", data=rho, chunks=tuple(min(_CHUNK, n) for n in rho.shape),
-                             compression="gzip", compression_opts=4, shuffle=True)
+            if rec.rho_dft is not None:
+                rho = np.ascontiguousarray(rec.rho_dft, dtype=np.float32)
+                f.create_dataset("rho_dft", data=rho, chunks=tuple(min(_CHUNK, n) for n in rho.shape),
+                                 compression="gzip", compression_opts=4, shuffle=True)
+            if rec.has_orbitals:
+                f.create_dataset("mo_coeff", data=np.asarray(rec.mo_coeff, dtype=np.float32))
+                f.create_dataset("mo_occ", data=np.asarray(rec.mo_occ, dtype=float))
+                f.create_dataset("mo_spin", data=_mo_spin(rec))
             f.create_dataset("symbols", data=np.array(rec.symbols, dtype="S3"))
             f.create_dataset("positions", data=np.asarray(rec.positions, dtype=float))
             f.create_dataset("cell", data=np.asarray(rec.cell, dtype=float))
             f.create_dataset("fine_mesh", data=np.asarray(rec.fine_mesh, dtype=np.int64))
             f.create_dataset("coarse_mesh", data=np.asarray(rec.coarse_mesh, dtype=np.int64))
-            a = f.attrs
-            a["id"] = rec.id
-            a["source"] = rec.source
-            a["charge"] = int(rec.charge)
-            a["spin"] = int(rec.spin)
-            a["energy"] = float(rec.energy)
-            a["converged"] = bool(rec.converged)
-            a["scf_iterations"] = int(rec.scf_iterations)
-            a["seconds"] = float(rec.seconds)
-            a["timings"] = json.dumps(rec.timings)
-            a["level_of_theory"] = json.dumps(rec.level_of_theory)
-            a["rhosr_version"] = rec.rhosr_version or _version()
-            a["units"] = "positions, cell: bohr; rho_dft: e/bohr^3; energy: hartree"
-            a["complete"] = True
+            for key, value in record_attrs(rec).items():
+                f.attrs[key] = value
+            f.attrs["complete"] = True
         failed = self.path / "failed" / f"{rec.id}.json"
         failed.unlink(missing_ok=True)
         return final
@@ -251,7 +256,8 @@ class Store:
 def read_record(path, density: bool = True) -> Record:
     """Load one record file (``STORE/records/<id>.h5``, or a copy of one).
 
-    ``density=False`` skips the (large) density array.
+    ``density=False`` skips the (large) density array; an orbital record
+    without a stored density gets it evaluated (and cached) on demand.
     """
     import h5py
 
@@ -261,26 +267,70 @@ def read_record(path, density: bool = True) -> Record:
             a = f.attrs
             if not a.get("complete", False):
                 raise StoreError(f"{path}: incomplete record")
-            return Record(
-                id=str(a["id"]),
-                symbols=tuple(s.decode() if isinstance(s, bytes) else str(s) for s in f["symbols"][()]),
+            arrays = {k: np.asarray(f[k][()]) for k in ("mo_coeff", "mo_occ", "mo_spin") if k in f}
+            rho = np.asarray(f["rho_dft"][()]) if density and "rho_dft" in f else None
+            rec = record_from_attrs(
+                dict(a), symbols=tuple(s.decode() if isinstance(s, bytes) else str(s)
+                                       for s in f["symbols"][()]),
                 positions=np.asarray(f["positions"][()], dtype=float),
                 cell=np.asarray(f["cell"][()], dtype=float),
-                fine_mesh=tuple(int(n) for n in f["fine_mesh"][()]),
-                charge=int(a["charge"]),
-                spin=int(a["spin"]),
-                source=str(a["source"]),
-                rho_dft=np.asarray(f["rho_dft"][()]) if density else None,
-                energy=float(a["energy"]),
-                converged=bool(a["converged"]),
-                scf_iterations=int(a["scf_iterations"]),
-                seconds=float(a["seconds"]),
-                timings=json.loads(a.get("timings", "{}")),
-                level_of_theory=json.loads(a.get("level_of_theory", "{}")),
-                rhosr_version=str(a.get("rhosr_version", "")),
-            )
+                fine_mesh=tuple(int(n) for n in f["fine_mesh"][()]), rho_dft=rho, **arrays)
     except OSError as err:
         raise StoreError(f"{path}: unreadable record ({err})") from None
+    if density and rec.rho_dft is None:
+        attach_density(rec)
+    return rec
+
+
+def check_record(rec: Record) -> None:
+    """Raise ValueError for a record that cannot be written (no label, wrong shapes)."""
+    if rec.rho_dft is None and not rec.has_orbitals:
+        raise ValueError(f"{rec.id}: a record needs its density or its orbitals")
+    if rec.rho_dft is not None and np.shape(rec.rho_dft) != tuple(rec.fine_mesh):
+        raise ValueError(f"{rec.id}: density shape {np.shape(rec.rho_dft)} != fine mesh {rec.fine_mesh}")
+    if rec.has_orbitals:
+        c, n = np.shape(rec.mo_coeff), np.shape(rec.mo_occ)
+        if len(c) != 2 or n != (c[1],) or np.shape(_mo_spin(rec)) != n:
+            raise ValueError(f"{rec.id}: orbital shapes {c}, {n} do not match")
+
+
+def _mo_spin(rec: Record) -> np.ndarray:
+    if rec.mo_spin is None:
+        return np.zeros(len(rec.mo_occ), dtype=np.int8)
+    return np.asarray(rec.mo_spin, dtype=np.int8)
+
+
+def record_attrs(rec: Record) -> dict:
+    """The scalar metadata of a record as plain, JSON-able values (strings, numbers)."""
+    return {
+        "id": rec.id, "source": rec.source, "charge": int(rec.charge), "spin": int(rec.spin),
+        "energy": float(rec.energy), "converged": bool(rec.converged),
+        "scf_iterations": int(rec.scf_iterations), "seconds": float(rec.seconds),
+        "timings": json.dumps(rec.timings), "level_of_theory": json.dumps(rec.level_of_theory),
+        "rhosr_version": rec.rhosr_version or _version(),
+        "units": "positions, cell: bohr; rho_dft: e/bohr^3; energy: hartree",
+    }
+
+
+def record_from_attrs(a: dict, **arrays) -> Record:
+    """Inverse of :func:`record_attrs`, with the arrays given as keywords."""
+    return Record(
+        id=str(a["id"]), charge=int(a["charge"]), spin=int(a["spin"]), source=str(a["source"]),
+        energy=float(a["energy"]), converged=bool(a["converged"]),
+        scf_iterations=int(a["scf_iterations"]), seconds=float(a["seconds"]),
+        timings=json.loads(a.get("timings", "{}")),
+        level_of_theory=json.loads(a.get("level_of_theory", "{}")),
+        rhosr_version=str(a.get("rhosr_version", "")), **arrays)
+
+
+def attach_density(rec: Record) -> Record:
+    """Fill ``rec.rho_dft`` from its orbitals (cached evaluation); returns ``rec``."""
+    from .orbitals import density_from_record
+
+    if not rec.has_orbitals:
+        raise StoreError(f"{rec.id}: record has neither a density nor orbitals")
+    rec.rho_dft = density_from_record(rec)
+    return rec
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

@@ -342,9 +342,9 @@ def validation_nmae(model, dataset: DensityDataset, device, amp: bool = False,
 
 
 def _open_store(store):
-    from .store import Store
+    from .bank import open_labels
 
-    return store if hasattr(store, "ids") and hasattr(store, "read") else Store(store)
+    return open_labels(store)
 
 
 def _training_ids(store, val_store, val_fraction):

@@ -1,0 +1,73 @@
+"""Helpers shared by the ``rhosr`` subcommand modules (formatter, structure
+options, output paths, sidecars).  It imports no subcommand module, so
+``cli.py`` and the ``cli_*`` modules depend on it and never on each other."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .molecule import DEFAULT_MAX_VOXELS
+
+STRUCTURE_HELP = (
+    "structure: a file ASE reads (xyz, extxyz, pdb, sdf, cif, ...; every frame), "
+    "smiles:<SMILES>, qm9:<index>, qm9:<first>-<last>, or qm9:<split>/<count> "
+    "(seeded random sample of the train, val or test split)"
+)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults in --help, except empty ones (None, False)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_structure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--charge", type=int, default=None,
+                   help="net charge of every molecule (default: 0, or the file's)")
+    p.add_argument("--spin", type=int, default=None,
+                   help="2S, unpaired electrons (default: lowest consistent with the electron count)")
+    p.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
+                   help="refuse boxes whose fine mesh has more points than this")
+
+
+def _output_paths(ids, out, ext: str, default_dir: str = ".") -> list[Path]:
+    """One input: OUT is the file; several: OUT is a directory of <id>.<ext>."""
+    if len(ids) == 1 and out is not None and not Path(out).is_dir():
+        return [Path(out)]
+    folder = Path(out if out is not None else default_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [folder / f"{i}.{ext}" for i in ids]
+
+
+def _sidecar(path: Path, info: dict) -> Path:
+    """Write ``info`` as JSON beside a density file: a.sad.npy -> a.json."""
+    side = path.with_name(path.name.split(".")[0] + ".json")
+    side.write_text(json.dumps(info, indent=1))
+    return side
+
+
+def _density_info(mol, grid, positions, electrons, seconds, **extra) -> dict:
+    """The JSON written beside a bare .npy density (positions in bohr, in the box)."""
+    return {
+        "id": mol.id, "cell_bohr": list(grid.cell), "mesh": list(grid.mesh),
+        "atoms": [[s, *map(float, x)] for s, x in zip(mol.symbols, positions)],
+        "charge": mol.charge, "spin": mol.spin, "electrons": electrons, "seconds": seconds, **extra,
+    }
+
+
+def model_file(arg: str, option: str) -> str:
+    """A model option's value as a file path: 'default' is the bundled model."""
+    from .molecule import InputError
+
+    if str(arg) == "default":
+        from .predict import default_model_path
+
+        return str(default_model_path())
+    if not Path(arg).is_file():
+        raise InputError(f"{option} {arg}: no such file (or 'default', the bundled model)")
+    return str(arg)
