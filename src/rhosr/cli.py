@@ -291,6 +291,7 @@ def store_summary(store) -> list[str]:
 from .cli_predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
 from .cli_train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
 from .cli_bank import add_bank, run_bank  # noqa: E402
+from .cli_physics import add_energy, add_scf, run_energy, run_scf  # noqa: E402
 
 COMMANDS = {
     "predict": (add_predict, run_predict),
@@ -302,6 +303,8 @@ COMMANDS = {
     "train": (add_train, run_train),
     "evaluate": (add_evaluate, run_evaluate),
     "bank": (add_bank, run_bank),
+    "energy": (add_energy, run_energy),
+    "scf": (add_scf, run_scf),
 }
 
 

@@ -52,8 +52,20 @@ def add_predict(sub) -> None:
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="activation memory budget; larger boxes run in tiles "
                         "(default: half the free memory of the device)")
+    p.add_argument("--refine", action="store_true",
+                   help="write the density after one Kohn-Sham step on the prediction (PySCF, "
+                        "the labels' level of theory; closed shells; about one SCF cycle)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_structure_options(p)
+
+
+def _refine(dens, mol):
+    """The prediction after one Kohn–Sham step (rhosr.physics; imports PySCF)."""
+    from .physics import refined, step_density
+
+    if mol.spin:
+        raise InputError(f"{mol.id}: --refine needs a closed shell (spin 2S={mol.spin})")
+    return refined(dens, step_density(dens))
 
 
 def run_predict(args) -> int:
@@ -82,6 +94,8 @@ def run_predict(args) -> int:
         for mol, path in zip(mols, paths):
             dens = predict_molecule(mol, net, model_name=name, device=device,
                                     symmetrize=args.symmetrize, max_memory_gb=args.max_memory)
+            if args.refine:
+                dens = _refine(dens, mol)
             reference = reference_of(mol.id)
             if reference is not None:
                 dens.meta["reference_nmae_percent"] = 100 * _nmae(dens, reference, mol.id)
@@ -89,13 +103,19 @@ def run_predict(args) -> int:
             meta = dens.meta
             if args.format == "npy":
                 extra = {k: meta[k] for k in ("model", "device", "symmetrized", "tile", "spread_percent",
-                                              "reference_nmae_percent") if k in meta}
+                                              "reference_nmae_percent", "refined",
+                                              "energy_harris_hartree", "energy_ks_hartree")
+                         if k in meta}
                 _sidecar(path, _density_info(mol, dens.grid, dens.positions, meta["electrons"],
-                                             meta["seconds"], kind="predicted", **extra))
+                                             meta["seconds"], kind="refined" if args.refine
+                                             else "predicted", **extra))
             line = (f"{mol.id}: {mol.natm} atoms, fine mesh {'x'.join(map(str, dens.grid.mesh))}, "
                     f"{meta['electrons']:.4f} electrons, {meta['seconds']:.2f} s")
             if "spread_percent" in meta:
                 line += f", symmetry spread {meta['spread_percent']:.3f} %"
+            if args.refine:
+                line += (f", refined by one Kohn-Sham step ({meta['refine_seconds']:.2f} s, "
+                         f"E_Harris {meta['energy_harris_hartree']:.6f} Ha)")
             if reference is not None:
                 line += f", NMAE {meta['reference_nmae_percent']:.3f} % vs reference"
             if args.png:

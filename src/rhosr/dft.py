@@ -213,13 +213,13 @@ def _mixed_openmp() -> bool:
     return len({os.path.realpath(p) for p in libs}) > 1
 
 
-def _run_in_fresh_process(*args, **kwargs) -> DFTResult:
-    """:func:`run_dft` in a spawned interpreter that has not loaded torch."""
+def _run_in_fresh_process(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a spawned interpreter that has not loaded torch."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(run_dft, *args, **kwargs).result()
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 @contextmanager
@@ -305,7 +305,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
     ``density=None`` and a ``reason``.
     """
     if _mixed_openmp():
-        return _run_in_fresh_process(symbols, positions_bohr, grid, charge=charge, spin=spin,
+        return _run_in_fresh_process(run_dft, symbols, positions_bohr, grid, charge=charge, spin=spin,
                                      smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle,
                                      threads=threads, verbose=verbose, density=density)
     t_start = time.perf_counter()

@@ -1,0 +1,161 @@
+"""``rhosr energy`` and ``rhosr scf``: physics from a predicted density (rhosr.physics)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .cli_common import STRUCTURE_HELP, _add_structure_options, _Formatter
+from .molecule import InputError
+
+
+def _add_common(p) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=STRUCTURE_HELP)
+    p.add_argument("--model", default="default", help="'default' (bundled) or a model file")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--smearing", type=float, default=None, metavar="HARTREE",
+                   help="Fermi smearing width of the occupations (default: aufbau)")
+    _add_structure_options(p)
+
+
+def add_energy(sub) -> None:
+    p = sub.add_parser(
+        "energy", formatter_class=_Formatter,
+        help="energies and dipole from one Kohn-Sham step on the predicted density",
+        description="Predict the density, build the Kohn-Sham matrix F[rho] at the labels' level "
+                    "of theory (PySCF, PBE, gth-tzv2p, multigrid) and diagonalise it once. Per "
+                    "molecule: the Harris-Foulkes energy E_H[rho], the Kohn-Sham energy E_KS[D1] "
+                    "of the new density matrix (Hartree), the dipole about the box centre "
+                    "(debye; of rho, or of the refined density with --refine), electrons, "
+                    "seconds. Closed shells only.")
+    _add_common(p)
+    p.add_argument("--refine", action="store_true",
+                   help="report the dipole of the refined density rho1 (evaluated point-wise)")
+    p.add_argument("--density", default=None, metavar="FILE",
+                   help="step from this density file (cube, npy + json, h5; one input, on the "
+                        "input's fine mesh) instead of the prediction")
+
+
+def add_scf(sub) -> None:
+    p = sub.add_parser(
+        "scf", formatter_class=_Formatter,
+        help="the labels' PySCF SCF from a chosen start: cycles, seconds, energy",
+        description="Run the SCF of the labels' level of theory from --guess: 'rhosr' (the "
+                    "density matrix D1 of one Kohn-Sham step on the predicted density; its "
+                    "seconds include the prediction and the step), or PySCF's 'atom' or 'minao'.")
+    _add_common(p)
+    p.add_argument("--guess", choices=("rhosr", "atom", "minao"), default="rhosr",
+                   help="initial guess")
+    p.add_argument("--conv-tol", type=float, default=1e-10, metavar="HARTREE",
+                   help="SCF energy convergence")
+    p.add_argument("--max-cycle", type=int, default=100, help="SCF cycle limit")
+
+
+def _molecules(args):
+    from .grid import box_for
+    from .molecule import load_molecules
+
+    if args.smearing is not None and not args.smearing > 0:
+        raise InputError(f"--smearing must be a positive width in Hartree, not {args.smearing}")
+    mols = [m for spec in args.inputs for m in load_molecules(
+        spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
+    for mol in mols:
+        if mol.spin:
+            raise InputError(f"{mol.id}: spin 2S={mol.spin}: the Kohn-Sham step needs a closed shell")
+    return [(mol, *box_for(mol.positions)[1:]) for mol in mols]
+
+
+def _densities(args, placed):
+    """Yield (mol, fine grid, positions, density values, prediction seconds)."""
+    from .cli_common import model_file
+
+    if getattr(args, "density", None) is not None:
+        if len(placed) != 1:
+            raise InputError(f"--density {args.density}: gives the density of one input, "
+                             f"not {len(placed)}")
+        yield (*placed[0], _read_density(args.density, placed[0][1]), 0.0)
+        return
+    from .predict import predict_molecule, resolve_model
+
+    model = args.model if args.model == "default" else model_file(args.model, "--model")
+    net, name = resolve_model(model, "cpu")
+    for mol, fine, pos in placed:
+        dens = predict_molecule(mol, net, model_name=name, device="cpu")
+        yield mol, fine, pos, dens.values, float(dens.meta["seconds"])
+
+
+def _read_density(path, fine):
+    from .density import read_density
+
+    try:
+        dens = read_density(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"--density {path}: unreadable ({' '.join(str(err).split())})") from None
+    if tuple(dens.grid.mesh) != tuple(fine.mesh) or \
+            max(abs(a - b) for a, b in zip(dens.grid.cell, fine.cell)) > 1e-4:
+        raise InputError(f"--density {path}: mesh {tuple(dens.grid.mesh)} and cell do not match "
+                         f"the structure's box (fine mesh {tuple(fine.mesh)})")
+    return dens.values
+
+
+def _write_json(path, rows) -> None:
+    if path:
+        Path(path).write_text(json.dumps(rows, indent=1))
+
+
+def run_energy(args) -> int:
+    from . import physics
+
+    rows = []
+    for mol, fine, pos, rho, t_pred in _densities(args, _molecules(args)):
+        res = physics.ks_step(mol.symbols, pos, fine, rho, charge=mol.charge,
+                              smearing=args.smearing, refine=args.refine)
+        row = {"id": mol.id, **physics.summary(res, refine=args.refine),
+               "prediction_seconds": t_pred}
+        row["seconds"] += t_pred
+        rows.append(row)
+        d = row["dipole_debye"]
+        print(f"{mol.id}: E_Harris {row['energy_harris_hartree']:.6f} Ha, E_KS[D1] "
+              f"{row['energy_ks_hartree']:.6f} Ha, dipole ({d[0]:+.3f}, {d[1]:+.3f}, {d[2]:+.3f}) "
+              f"|{row['dipole_norm_debye']:.3f}| D ({row['dipole_of']}), "
+              f"{row['electrons']:.4f} electrons, {row['seconds']:.2f} s")
+    _write_json(args.json, rows)
+    return 0
+
+
+def run_scf(args) -> int:
+    from . import physics
+
+    if not args.conv_tol > 0:
+        raise InputError(f"--conv-tol must be positive, not {args.conv_tol}")
+    placed = _molecules(args)
+    rows = []
+    for mol, fine, pos, rho, t_pred in _scf_inputs(args, placed):
+        t0 = time.perf_counter()
+        kw = dict(charge=mol.charge, conv_tol=args.conv_tol, max_cycle=args.max_cycle,
+                  smearing=args.smearing)
+        if rho is not None:
+            step, res = physics.scf_from_density(mol.symbols, pos, fine, rho, **kw)
+            extra = {"step_seconds": step.seconds, "prediction_seconds": t_pred}
+        else:
+            res = physics.run_scf(mol.symbols, pos, fine, guess=args.guess, **kw)
+            extra = {}
+        wall = time.perf_counter() - t0 + t_pred
+        row = {"id": mol.id, "guess": args.guess, "cycles": res.cycles, "converged": res.converged,
+               "energy_hartree": res.energy, "seconds": wall, "scf_seconds": res.seconds, **extra}
+        rows.append(row)
+        print(f"{mol.id}: guess {args.guess}, {res.cycles} cycles, "
+              f"{'converged' if res.converged else 'NOT converged'}, E {res.energy:.10f} Ha, "
+              f"{wall:.2f} s", file=sys.stdout)
+    _write_json(args.json, rows)
+    return 0
+
+
+def _scf_inputs(args, placed):
+    if args.guess == "rhosr":
+        yield from _densities(args, placed)
+        return
+    for mol, fine, pos in placed:
+        yield mol, fine, pos, None, 0.0
