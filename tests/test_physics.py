@@ -40,6 +40,12 @@ def test_exact_density_gives_the_scf_energy(exact):
     scf = physics.run_scf(mol.symbols, pos, fine, charge=mol.charge, guess=step.dm1)
     assert scf.converged and scf.cycles <= 3
     assert scf.energy == pytest.approx(res.energy, abs=1e-9)
+    # the exact density is a fixed point of damped steps too
+    damped = physics.ks_step(mol.symbols, pos, fine, res.density, charge=mol.charge, steps=2,
+                             mixing=0.5)
+    assert damped.energy_harris == pytest.approx(res.energy, abs=1e-8)
+    assert len(damped.harris_history) == 2
+    assert np.abs(damped.density - res.density).sum() / res.density.sum() < 1e-5
 
 
 FOCK_AND_DIPOLE = """
@@ -90,7 +96,7 @@ def test_api_equals_cli(tmp_path, capsys):
     from rhosr import predict
 
     dens = predict("smiles:O")
-    step = physics.step_density(dens)
+    step = physics.step_density(dens, steps=physics.REFINE_STEPS, mixing=physics.REFINE_MIXING)
     js = tmp_path / "e.json"
     assert main(["energy", "smiles:O", "--json", str(js)]) == 0
     row = json.loads(js.read_text())[0]
@@ -102,7 +108,7 @@ def test_api_equals_cli(tmp_path, capsys):
     # refine: the written density is ρ₁ and the summary and sidecar say so
     out = tmp_path / "w.npy"
     assert main(["predict", "smiles:O", "--refine", "-o", str(out), "--format", "npy"]) == 0
-    assert "refined by one Kohn-Sham step" in capsys.readouterr().out
+    assert f"refined by {physics.REFINE_STEPS} Kohn-Sham step(s)" in capsys.readouterr().out
     np.testing.assert_allclose(np.load(out), step.density, rtol=0, atol=1e-6)
     side = json.loads((tmp_path / "w.json").read_text())
     assert side["kind"] == "refined" and side["energy_harris_hartree"] == pytest.approx(

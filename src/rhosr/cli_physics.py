@@ -17,7 +17,19 @@ def _add_common(p) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--smearing", type=float, default=None, metavar="HARTREE",
                    help="Fermi smearing width of the occupations (default: aufbau)")
+    add_step_options(p)
     _add_structure_options(p)
+
+
+def add_step_options(p) -> None:
+    """--steps and --mixing of the Kohn-Sham refinement (defaults: rhosr.physics)."""
+    from .physics import REFINE_MIXING, REFINE_STEPS
+
+    p.add_argument("--steps", type=int, default=REFINE_STEPS,
+                   help="Kohn-Sham steps from the prediction (1 with --mixing 1: the single "
+                        "undamped step, rho1)")
+    p.add_argument("--mixing", type=float, default=REFINE_MIXING,
+                   help="after each step rho <- rho + mixing (rho_out - rho)")
 
 
 def add_energy(sub) -> None:
@@ -26,10 +38,11 @@ def add_energy(sub) -> None:
         help="energies and dipole from one Kohn-Sham step on the predicted density",
         description="Predict the density, build the Kohn-Sham matrix F[rho] at the labels' level "
                     "of theory (PySCF, PBE, gth-tzv2p, multigrid) and diagonalise it once. Per "
-                    "molecule: the Harris-Foulkes energy E_H[rho], the Kohn-Sham energy E_KS[D1] "
-                    "of the new density matrix (Hartree), the dipole about the box centre "
-                    "(debye; of rho, or of the refined density with --refine), electrons, "
-                    "seconds. Closed shells only.")
+                    "molecule: the Harris-Foulkes energy of the last step's input density, the "
+                    "Kohn-Sham energy E_KS[D] of the last step's density matrix (Hartree), the "
+                    "dipole about the box centre (debye; of the prediction, or of the refined "
+                    "density with --refine), electrons, seconds. --steps/--mixing: damped steps "
+                    "(--steps 1 --mixing 1: the single step). Closed shells only.")
     _add_common(p)
     p.add_argument("--refine", action="store_true",
                    help="report the dipole of the refined density rho1 (evaluated point-wise)")
@@ -43,8 +56,9 @@ def add_scf(sub) -> None:
         "scf", formatter_class=_Formatter,
         help="the labels' PySCF SCF from a chosen start: cycles, seconds, energy",
         description="Run the SCF of the labels' level of theory from --guess: 'rhosr' (the "
-                    "density matrix D1 of one Kohn-Sham step on the predicted density; its "
-                    "seconds include the prediction and the step), or PySCF's 'atom' or 'minao'.")
+                    "density matrix of the Kohn-Sham steps (--steps, --mixing) on the predicted "
+                    "density; its seconds include the prediction and the steps), or PySCF's "
+                    "'atom' or 'minao'.")
     _add_common(p)
     p.add_argument("--guess", choices=("rhosr", "atom", "minao"), default="rhosr",
                    help="initial guess")
@@ -111,7 +125,8 @@ def run_energy(args) -> int:
     rows = []
     for mol, fine, pos, rho, t_pred in _densities(args, _molecules(args)):
         res = physics.ks_step(mol.symbols, pos, fine, rho, charge=mol.charge,
-                              smearing=args.smearing, refine=args.refine)
+                              smearing=args.smearing, refine=args.refine, steps=args.steps,
+                              mixing=args.mixing)
         row = {"id": mol.id, **physics.summary(res, refine=args.refine),
                "prediction_seconds": t_pred}
         row["seconds"] += t_pred
@@ -137,7 +152,8 @@ def run_scf(args) -> int:
         kw = dict(charge=mol.charge, conv_tol=args.conv_tol, max_cycle=args.max_cycle,
                   smearing=args.smearing)
         if rho is not None:
-            step, res = physics.scf_from_density(mol.symbols, pos, fine, rho, **kw)
+            step, res = physics.scf_from_density(mol.symbols, pos, fine, rho, steps=args.steps,
+                                                 mixing=args.mixing, **kw)
             extra = {"step_seconds": step.seconds, "prediction_seconds": t_pred}
         else:
             res = physics.run_scf(mol.symbols, pos, fine, guess=args.guess, **kw)

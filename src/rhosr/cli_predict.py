@@ -24,6 +24,7 @@ def _stem(path: Path) -> str:
 
 def add_predict(sub) -> None:
     from .cli_common import STRUCTURE_HELP, _add_structure_options, _Formatter
+    from .cli_physics import add_step_options
 
     p = sub.add_parser(
         "predict", formatter_class=_Formatter,
@@ -53,19 +54,20 @@ def add_predict(sub) -> None:
                    help="activation memory budget; larger boxes run in tiles "
                         "(default: half the free memory of the device)")
     p.add_argument("--refine", action="store_true",
-                   help="write the density after one Kohn-Sham step on the prediction (PySCF, "
-                        "the labels' level of theory; closed shells; about one SCF cycle)")
+                   help="write the density after Kohn-Sham steps on the prediction (PySCF, the "
+                        "labels' level of theory; closed shells; about one SCF cycle per step)")
+    add_step_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_structure_options(p)
 
 
-def _refine(dens, mol):
-    """The prediction after one Kohn–Sham step (rhosr.physics; imports PySCF)."""
+def _refine(dens, mol, steps, mixing):
+    """The prediction after Kohn–Sham steps (rhosr.physics; imports PySCF)."""
     from .physics import refined, step_density
 
     if mol.spin:
         raise InputError(f"{mol.id}: --refine needs a closed shell (spin 2S={mol.spin})")
-    return refined(dens, step_density(dens))
+    return refined(dens, step_density(dens, steps=steps, mixing=mixing))
 
 
 def run_predict(args) -> int:
@@ -95,7 +97,7 @@ def run_predict(args) -> int:
             dens = predict_molecule(mol, net, model_name=name, device=device,
                                     symmetrize=args.symmetrize, max_memory_gb=args.max_memory)
             if args.refine:
-                dens = _refine(dens, mol)
+                dens = _refine(dens, mol, args.steps, args.mixing)
             reference = reference_of(mol.id)
             if reference is not None:
                 dens.meta["reference_nmae_percent"] = 100 * _nmae(dens, reference, mol.id)
@@ -114,8 +116,9 @@ def run_predict(args) -> int:
             if "spread_percent" in meta:
                 line += f", symmetry spread {meta['spread_percent']:.3f} %"
             if args.refine:
-                line += (f", refined by one Kohn-Sham step ({meta['refine_seconds']:.2f} s, "
-                         f"E_Harris {meta['energy_harris_hartree']:.6f} Ha)")
+                line += (f", refined by {args.steps} Kohn-Sham step(s), mixing {args.mixing:g} "
+                         f"({meta['refine_seconds']:.2f} s, E_Harris "
+                         f"{meta['energy_harris_hartree']:.6f} Ha)")
             if reference is not None:
                 line += f", NMAE {meta['reference_nmae_percent']:.3f} % vs reference"
             if args.png:
