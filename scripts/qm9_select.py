@@ -83,8 +83,8 @@ def main(argv=None) -> None:
                      + (f"{err[mask].mean():.2f} % ({mask.sum()})" if mask.any() else "none")
                      for label, mask in (("not ", ~inside), ("", inside))]
 
-            def pearson(x):
-                ok = len(rows) > 2 and np.ptp(x) > 0
+            def pearson(x, err=err):
+                ok = len(err) > 2 and np.ptp(x) > 0
                 return np.corrcoef(err, x)[0, 1] if ok else float("nan")
 
             print(f"{path}: {len(rows)} molecules, {size.mean():.1f} atoms, NMAE {err.mean():.2f} %; "

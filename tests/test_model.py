@@ -104,7 +104,8 @@ def test_untrained_sad_residual_returns_the_sad():
 def test_normalize_accepts_scalars():
     out = torch.rand(2, 1, 4, 4, 4)
     y = normalize(out, 10, 0.5)
-    torch.testing.assert_close(y.double().sum(dim=(1, 2, 3, 4)) * 0.5, torch.full((2,), 10.0, dtype=torch.float64))
+    torch.testing.assert_close(y.double().sum(dim=(1, 2, 3, 4)) * 0.5,
+                               torch.full((2,), 10.0, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------- checks
@@ -172,7 +173,8 @@ def test_pixel_shuffle_order_and_round_trip():
     assert torch.equal(pixel_unshuffle_3d(y), x)
     z = torch.randn(1, 3, 6, 4, 2)
     assert torch.equal(pixel_shuffle_3d(pixel_unshuffle_3d(z)), z)
-    assert torch.equal(pixel_unshuffle_3d(pixel_shuffle_3d(z.repeat(1, 9, 1, 1, 1), 3), 3), z.repeat(1, 9, 1, 1, 1))
+    z9 = z.repeat(1, 9, 1, 1, 1)
+    assert torch.equal(pixel_unshuffle_3d(pixel_shuffle_3d(z9, 3), 3), z9)
 
 
 # ---------------------------------------------------------------- symmetry and locality

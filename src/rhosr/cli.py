@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .molecule import DEFAULT_MAX_VOXELS, InputError
+from .molecule import InputError
 
 from .cli_common import (  # noqa: F401 -- re-exported for older imports
     STRUCTURE_HELP,
@@ -68,7 +68,8 @@ def _run_sad(args) -> int:
                                    f"periodic mesh, spacing L/n"})
         dens.write(path, args.format)
         if args.format == "npy":
-            _sidecar(path, _density_info(mol, grid, pos, dens.electrons(), seconds, kind=f"sad-{args.variant}"))
+            _sidecar(path, _density_info(mol, grid, pos, dens.electrons(), seconds,
+                                         kind=f"sad-{args.variant}"))
         print(f"{mol.id}: {mol.natm} atoms, {args.mesh} mesh {'x'.join(map(str, grid.mesh))}, "
               f"{dens.electrons():.4f} electrons, {seconds * 1000:.0f} ms -> {path}")
     return 0

@@ -19,8 +19,8 @@ from .molecule import InputError
 
 
 def add_train(sub) -> None:
-    from .model import DEFAULT_PRESET, PRESETS
-    from .train import DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS, DEFAULT_VAL_EVERY
+    from .config import (DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_PRESET,
+                         DEFAULT_STEPS, DEFAULT_VAL_EVERY, PRESETS)
 
     p = sub.add_parser(
         "train", formatter_class=_Formatter,

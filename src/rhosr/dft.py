@@ -273,6 +273,21 @@ def occupied_orbitals(mo_coeff, mo_occ, occ_min: float = RECORD_OCC_MIN):
     return np.hstack(cs), np.concatenate(ns), np.concatenate(ss)
 
 
+def _input_problem(pos, grid: Grid, nelectron: int, charge: int, spin: int) -> str:
+    """Why :func:`run_dft` cannot label this input ("" when it can)."""
+    if nelectron <= 0:
+        return f"no valence electrons left (charge {charge})"
+    if spin < 0 or spin > nelectron or (nelectron - int(spin)) % 2:
+        return f"spin 2S={spin} is inconsistent with {nelectron} valence electrons"
+    if not np.all(np.isfinite(pos)):
+        return "non-finite coordinates"
+    step = np.asarray(grid.cell) / np.asarray(grid.mesh)
+    if step.max() > MAX_STEP_BOHR:
+        return (f"grid step {step.max():.4f} bohr is coarser than the {DFT_CUTOFF_HARTREE:g} Ha "
+                f"mesh ({MAX_STEP_BOHR:.4f} bohr): pass the fine grid")
+    return ""
+
+
 def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             smearing: float | None = None, conv_tol: float = CONV_TOL, max_cycle: int = 100,
             threads: int | None = None, verbose: int = 0, density: bool = True) -> DFTResult:
@@ -322,16 +337,9 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
         symbols = [standard_symbol(s) for s in symbols]
         pos = np.asarray(positions_bohr, dtype=float).reshape(len(symbols), 3)
         nelectron = sum(valence_charge(s) for s in symbols) - int(charge)
-        if nelectron <= 0:
-            return failed(f"no valence electrons left (charge {charge})")
-        if spin < 0 or spin > nelectron or (nelectron - int(spin)) % 2:
-            return failed(f"spin 2S={spin} is inconsistent with {nelectron} valence electrons")
-        if not np.all(np.isfinite(pos)):
-            return failed("non-finite coordinates")
-        step = np.asarray(grid.cell) / np.asarray(grid.mesh)
-        if step.max() > MAX_STEP_BOHR:
-            return failed(f"grid step {step.max():.4f} bohr is coarser than the "
-                          f"{DFT_CUTOFF_HARTREE:g} Ha mesh ({MAX_STEP_BOHR:.4f} bohr): pass the fine grid")
+        problem = _input_problem(pos, grid, nelectron, charge, spin)
+        if problem:
+            return failed(problem)
         with _thread_limit(threads):
             t0 = time.perf_counter()
             cell = build_cell(symbols, pos, grid, charge=charge, spin=spin, verbose=verbose)

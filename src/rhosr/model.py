@@ -51,11 +51,10 @@ rebuilt from its config.  Nothing in this module does I/O inside ``forward``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import platform
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -70,136 +69,16 @@ MODEL_FORMAT = "rhosr-model"
 #: Version of the model-file layout.
 MODEL_FORMAT_VERSION = 1
 
-ARCHS = ("srresnet", "sad-residual")
-NORMS = ("none", "instance")
-INPUT_TRANSFORMS = ("none", "sqrt")
-#: Allowed ``output`` per architecture.  For ``srresnet`` the activation acts
-#: on the network output y; for ``sad-residual`` on base + corr with base =
-#: sqrt(sad_fine) for "square" and sad_fine for "relu".
-OUTPUTS = {"srresnet": ("softplus", "relu", "square"), "sad-residual": ("square", "relu")}
-
-
-# --------------------------------------------------------------------------
-# configuration
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_kernel(name, value):
-    _check_int(name, value, 1)
-    if value % 2 == 0:
-        raise ValueError(f"{name} must be odd (for 'same' periodic padding), got {value}")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Plain, JSON-able hyper-parameters of a network (``asdict`` round-trips).
-
-    Attributes
-    ----------
-    arch : "srresnet" or "sad-residual" (see the module docstring)
-    channels : int
-        Feature channels C of the body.
-    blocks : int
-        Number N of residual blocks (0 allowed).
-    kernel_in : int
-        K1, odd: first conv and last conv.
-    kernel : int
-        K2, odd: body convs (and, for srresnet, the post-body and upsampling convs).
-    norm : "instance" or "none"
-        Normalisation after body convs (instance norm: affine, per sample).
-    input_transform : "none" or "sqrt"
-        Applied to ``sad_coarse`` (e/bohr³) before the first conv.
-    input_scale : float
-        Multiplies the transformed input.
-    output : str
-        Non-negative output parametrisation, see :data:`OUTPUTS`.
-    """
-
-    arch: str = "sad-residual"
-    channels: int = 32
-    blocks: int = 6
-    kernel_in: int = 3
-    kernel: int = 3
-    norm: str = "none"
-    input_transform: str = "sqrt"
-    input_scale: float = 1.0
-    output: str = "square"
-
-    def __post_init__(self):
-        _check_choice("arch", self.arch, ARCHS)
-        _check_int("channels", self.channels, 1)
-        _check_int("blocks", self.blocks, 0)
-        _check_kernel("kernel_in", self.kernel_in)
-        _check_kernel("kernel", self.kernel)
-        _check_choice("norm", self.norm, NORMS)
-        _check_choice("input_transform", self.input_transform, INPUT_TRANSFORMS)
-        if isinstance(self.input_scale, bool) or not isinstance(self.input_scale, (int, float)):
-            raise ValueError(f"input_scale must be a number, got {self.input_scale!r}")
-        if not (math.isfinite(self.input_scale) and self.input_scale > 0):
-            raise ValueError(f"input_scale must be finite and > 0, got {self.input_scale}")
-        object.__setattr__(self, "input_scale", float(self.input_scale))
-        _check_choice(f"output (arch {self.arch!r})", self.output, OUTPUTS[self.arch])
-
-
-#: Named configurations.  ``paper``: the published network (9.35 M
-#: parameters).  ``sr-narrow``: our CPU default (87 k; best at an equal 90-minute
-#: budget).  ``sr``: the same with C = 32 (0.34 M).  ``sr-wide``/``sr-deep``:
-#: ablations.  ``tiny``/``tiny-paper``: for tests.
-PRESETS: dict[str, ModelConfig] = {
-    "paper": ModelConfig(
-        arch="srresnet", channels=32, blocks=32, kernel_in=5, kernel=5, norm="instance",
-        input_transform="none", output="softplus",
-    ),
-    "sr": ModelConfig(arch="sad-residual", channels=32, blocks=6, kernel_in=3, kernel=3),
-    "sr-wide": ModelConfig(arch="sad-residual", channels=48, blocks=6, kernel_in=3, kernel=3),
-    # the default: 2.7x cheaper per step than "sr", and better at equal training time
-    "sr-narrow": ModelConfig(arch="sad-residual", channels=16, blocks=6, kernel_in=3, kernel=3),
-    "sr-deep": ModelConfig(arch="sad-residual", channels=32, blocks=12, kernel_in=3, kernel=3),
-    "tiny": ModelConfig(arch="sad-residual", channels=8, blocks=2, kernel_in=3, kernel=3),
-    "tiny-paper": ModelConfig(
-        arch="srresnet", channels=4, blocks=1, kernel_in=3, kernel=3, norm="instance",
-        input_transform="none", output="softplus",
-    ),
-}
-DEFAULT_PRESET = "sr-narrow"
-
-
-def make_config(preset_or_config=DEFAULT_PRESET, **overrides) -> ModelConfig:
-    """A checked :class:`ModelConfig` from a preset name, a dict or a config.
-
-    A dict may name a base preset under ``"preset"``; its other keys (and
-    ``overrides``) replace fields of that preset (default :data:`DEFAULT_PRESET`).
-    """
-    if isinstance(preset_or_config, ModelConfig):
-        base, changes = preset_or_config, {}
-    elif isinstance(preset_or_config, str):
-        if preset_or_config not in PRESETS:
-            raise ValueError(f"unknown model preset {preset_or_config!r}; known: {sorted(PRESETS)}")
-        base, changes = PRESETS[preset_or_config], {}
-    elif isinstance(preset_or_config, dict):
-        changes = dict(preset_or_config)
-        base = make_config(changes.pop("preset", DEFAULT_PRESET))
-    else:
-        raise ValueError(
-            f"expected a preset name, a dict or a ModelConfig, got {type(preset_or_config).__name__}"
-        )
-    changes.update(overrides)
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(changes) - known)
-    if unknown:
-        raise ValueError(f"unknown model hyper-parameter(s) {unknown}; known: {sorted(known)}")
-    return replace(base, **changes) if changes else base
+from .config import (  # noqa: E402,F401 -- the configuration, re-exported
+    ARCHS,
+    DEFAULT_PRESET,
+    INPUT_TRANSFORMS,
+    NORMS,
+    OUTPUTS,
+    PRESETS,
+    ModelConfig,
+    make_config,
+)
 
 
 def receptive_field(config=DEFAULT_PRESET) -> int:

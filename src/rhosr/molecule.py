@@ -392,10 +392,10 @@ def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]
         last = firsts[k + 1] - 1 if k + 1 < len(parts) else QM9_SIZE
         if not any(firsts[k] <= i <= last for i in wanted):
             continue
-        for index, elements, xyz in qm9_columns("Index", "Elements", "XYZ_Ang", parts=[part]):
+        for index, element_text, xyz in qm9_columns("Index", "Elements", "XYZ_Ang", parts=[part]):
             idx = int(index)
             if idx in wanted:
-                found[idx] = (qm9_symbols(elements), np.array(json.loads(xyz), dtype=float))
+                found[idx] = (qm9_symbols(element_text), np.array(json.loads(xyz), dtype=float))
             if idx >= hi or idx >= last:
                 break
     return found
@@ -448,7 +448,8 @@ def from_qm9(text: str, on_missing=None) -> Iterator[Molecule]:
     geoms = qm9_geometries(indices)
     missing = [i for i in indices if i not in geoms]
     if missing and len(indices) == 1:
-        raise InputError(f"qm9:{indices[0]}: this index is not in qm9pack (it lacks ~3,000 of the {QM9_SIZE:,})")
+        raise InputError(f"qm9:{indices[0]}: this index is not in qm9pack "
+                         f"(it lacks ~3,000 of the {QM9_SIZE:,})")
     for i in indices:
         if i not in geoms:
             if on_missing is not None:

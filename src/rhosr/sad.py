@@ -283,7 +283,7 @@ def _atom_bloch(el: _Element, u, periodic, cell, dtype=np.float64) -> np.ndarray
             per_l[l] = (pp, None if moment is None else qq)
         factors.append(per_l)
     rows, cols = [], []
-    for l, (i, j, coef) in el.pairs.items():
+    for l, (_i, _j, coef) in el.pairs.items():
         px, qx = factors[0][l]
         py, qy = factors[1][l]
         pz, qz = factors[2][l]
@@ -301,6 +301,37 @@ def _atom_bloch(el: _Element, u, periodic, cell, dtype=np.float64) -> np.ndarray
         cols[np.abs(cols) < _TINY32_PAIR] = 0.0
         rows, cols = rows.astype(np.float32), cols.astype(np.float32)
     return _product(rows, cols, (rows.shape[1], rows.shape[2], cols.shape[1]))
+
+
+SAD_NOTES = """How :func:`sad_density` computes the published SAD.
+
+What is computed is the published recipe's density, ``sum_ij P_ij
+phi_i(r) phi_j(r)`` with Bloch-summed (periodic) atomic orbitals ``phi``
+and the block-diagonal density matrix ``P`` of the atoms.  Where an atom
+does not reach its own periodic images this is a sum of spherical atomic
+densities, each of them equal to :func:`radial_table` (times the
+normalisation factor below).  In small cells it does reach them, and the
+products of an atom's orbitals with those of its own images matter (0.2 %
+NMAE for methane in its published box): along such axes the primitives
+are summed over the images before the products are taken.
+
+Normalisation: as in the published recipe, the whole density matrix is
+scaled by one factor, ``(N_valence - charge) / tr(P S_pbc)``, with
+``tr(P S_pbc) = sum_atoms [tr(P_a S_a) + sum_{T != 0} tr(P_a S_a(T))]``
+(projected atomic charges, :func:`projected_electrons`, plus the overlap
+of each atom with its own periodic images).  The result is the continuous
+density of the recipe: it does not depend on the mesh (the coarse-mesh SAD
+is exactly the fine-mesh SAD at every second point), and its mesh integral
+equals the electron count up to the mesh's quadrature error (~1e-9
+relative on the published fine meshes; ~1e-6 to 1e-4 on the coarse ones,
+larger for sharper atoms such as Mg).  Normalising the mesh integral
+instead would match the reference densities no better (NMAE ~2e-6 either
+way) and would break that coarse/fine identity.
+
+Atoms are cut off at :func:`cutoff_radius` (< 1e-7 of their electrons
+beyond); the cost is one small matrix product per atom (no loop over mesh
+points).
+"""
 
 
 def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
@@ -329,34 +360,7 @@ def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
     -------
     rho : array of shape ``grid.mesh`` in ``dtype``, e/bohr³, C order (x slowest)
 
-    Notes
-    -----
-    What is computed is the published recipe's density, ``sum_ij P_ij
-    phi_i(r) phi_j(r)`` with Bloch-summed (periodic) atomic orbitals ``phi``
-    and the block-diagonal density matrix ``P`` of the atoms.  Where an atom
-    does not reach its own periodic images this is a sum of spherical atomic
-    densities, each of them equal to :func:`radial_table` (times the
-    normalisation factor below).  In small cells it does reach them, and the
-    products of an atom's orbitals with those of its own images matter (0.2 %
-    NMAE for methane in its published box): along such axes the primitives
-    are summed over the images before the products are taken.
-
-    Normalisation: as in the published recipe, the whole density matrix is
-    scaled by one factor, ``(N_valence - charge) / tr(P S_pbc)``, with
-    ``tr(P S_pbc) = sum_atoms [tr(P_a S_a) + sum_{T != 0} tr(P_a S_a(T))]``
-    (projected atomic charges, :func:`projected_electrons`, plus the overlap
-    of each atom with its own periodic images).  The result is the continuous
-    density of the recipe: it does not depend on the mesh (the coarse-mesh SAD
-    is exactly the fine-mesh SAD at every second point), and its mesh integral
-    equals the electron count up to the mesh's quadrature error (~1e-9
-    relative on the published fine meshes; ~1e-6 to 1e-4 on the coarse ones,
-    larger for sharper atoms such as Mg).  Normalising the mesh integral
-    instead would match the reference densities no better (NMAE ~2e-6 either
-    way) and would break that coarse/fine identity.
-
-    Atoms are cut off at :func:`cutoff_radius` (< 1e-7 of their electrons
-    beyond); the cost is one small matrix product per atom (no loop over mesh
-    points).
+    See :data:`SAD_NOTES` for what exactly is computed and how it is normalised.
     """
     symbols = [standard_symbol(s) for s in symbols]
     pos = np.asarray(positions_bohr, dtype=np.float64).reshape(-1, 3)

@@ -36,6 +36,7 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -45,13 +46,13 @@ from .model import (DEFAULT_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, bu
                     make_config, read_model_file)
 from .molecule import InputError, split_of_id
 
-#: Learning rate of a fresh training, and of a fine-tuning (``init``).
-DEFAULT_LR = 1e-3
-DEFAULT_FINETUNE_LR = 1e-4
-DEFAULT_BATCH = 4
-DEFAULT_VAL_EVERY = 200
-#: Steps of a run given neither ``steps`` nor ``minutes``.
-DEFAULT_STEPS = 1000
+from .config import (  # noqa: E402 -- re-exported
+    DEFAULT_BATCH,
+    DEFAULT_FINETUNE_LR,
+    DEFAULT_LR,
+    DEFAULT_STEPS,
+    DEFAULT_VAL_EVERY,
+)
 #: Parts of a network for ``freeze``: aliases of top-level module names
 #: (any top-level module name, or a parameter-name prefix, is accepted too).
 FREEZE_PARTS = {
@@ -419,307 +420,369 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
     workers : int or "auto"
         Processes preparing samples ahead (auto: up to 4 on CUDA, 0 on CPU).
     """
+    options = SimpleNamespace(**{k: v for k, v in locals().items() if k != "device"})
+    options.freeze = tuple(freeze or ())
     world = _Dist(device)
     try:
-        return _train(world, store, out_dir, preset, steps, minutes, seed, resume, init,
-                      tuple(freeze or ()), val_store, val_fraction, lr, batch, val_every, ema,
-                      weight_decay, clip, warmup, augment, crop, val_max, checkpoint_every,
-                      checkpoint_minutes, stop_after, progress, sad_variant, cache, workers)
+        run = _Run(world, options)
+        return run.finish(run.loop())
     finally:
         world.close()
 
 
-def _train(world, store, out_dir, preset, steps, minutes, seed, resume, init, freeze,
-           val_store, val_fraction, lr, batch, val_every, ema, weight_decay, clip, warmup,
-           augment, crop, val_max, checkpoint_every, checkpoint_minutes, stop_after, progress,
-           sad_variant, cache, workers):
-    device = world.device
-    amp = device.type == "cuda"
-    if batch < 1:
-        raise InputError(f"batch must be >= 1, got {batch}")
-    if val_every < 1:
-        raise InputError(f"val_every must be >= 1, got {val_every}")
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if ema is not None and not 0.0 < float(ema) < 1.0:
-        raise InputError(f"ema decay must be in (0, 1), got {ema}")
-    if steps is None and minutes is None:
-        steps = DEFAULT_STEPS
-    if steps is not None and steps < 1:
-        raise InputError(f"steps must be >= 1, got {steps}")
-    if minutes is not None and minutes <= 0:
-        raise InputError(f"minutes must be > 0, got {minutes}")
-    checkpoint_every = int(checkpoint_every or val_every)
+def _check_options(o) -> None:
+    """Raise InputError for option values no run can use; fills in defaults."""
+    if o.batch < 1:
+        raise InputError(f"batch must be >= 1, got {o.batch}")
+    if o.val_every < 1:
+        raise InputError(f"val_every must be >= 1, got {o.val_every}")
+    if not 0.0 <= float(o.val_fraction) < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), got {o.val_fraction}")
+    if o.ema is not None and not 0.0 < float(o.ema) < 1.0:
+        raise InputError(f"ema decay must be in (0, 1), got {o.ema}")
+    if o.steps is None and o.minutes is None:
+        o.steps = DEFAULT_STEPS
+    if o.steps is not None and o.steps < 1:
+        raise InputError(f"steps must be >= 1, got {o.steps}")
+    if o.minutes is not None and o.minutes <= 0:
+        raise InputError(f"minutes must be > 0, got {o.minutes}")
+    o.checkpoint_every = int(o.checkpoint_every or o.val_every)
 
-    store = _open_store(store)
-    val_store = _open_store(val_store) if val_store is not None else None
-    train_ids, val_ids = _training_ids(store, val_store, val_fraction)
-    if not train_ids:
-        raise InputError(f"{store.path}: no training molecules (QM9 val/test ids never train)")
-    if val_max is not None:
-        val_ids = val_ids[: int(val_max)]
 
-    out = Path(out_dir)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    ckpt = None
-    if resume and last_path.is_file():
-        try:
-            ckpt = read_checkpoint(last_path)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-    elif not resume and last_path.exists():
-        raise InputError(f"{out}: already holds a run (last.pt); use --resume or another --out")
-    if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-    world.barrier()
-
-    # ---- model
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    init_record = None
+def _choose_config(o, ckpt):
+    """(config, preset name, init record or None) of the run's network."""
     if ckpt is not None:
-        config = make_config(ckpt["config"])
-        preset_name = ckpt["extra"].get("preset")
-    elif init is not None:
+        return make_config(ckpt["config"]), ckpt["extra"].get("preset"), None
+    if o.init is not None:
         try:
-            init_record = read_model_file(init)
+            record = read_model_file(o.init)
         except (OSError, ValueError) as exc:
-            raise InputError(f"--init {init}: {exc}") from None
-        config = make_config(init_record["config"])
-        if preset is not None and make_config(preset) != config:
-            raise InputError(f"--init {init}: its architecture differs from preset {preset!r}")
-        preset_name = init_record["extra"].get("preset") or _preset_of(config)
-    else:
-        try:
-            config = make_config(preset or DEFAULT_PRESET)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        preset_name = preset or DEFAULT_PRESET
-    model = build(config)
-    if init_record is not None:
-        model.load_state_dict(init_record["state_dict"], strict=True)
-    frozen = freeze_parameters(model, freeze)
-    model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise InputError("every parameter is frozen: nothing to train")
-    if lr is None and ckpt is not None:
-        lr = ckpt["training"].get("args", {}).get("lr")
-    if lr is None:
-        lr = DEFAULT_FINETUNE_LR if init is not None else DEFAULT_LR
-    lr = float(lr)
-    if not lr > 0:
-        raise InputError(f"lr must be > 0, got {lr}")
-    decay = [p for p in params if p.dim() > 1]
-    no_decay = [p for p in params if p.dim() <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr)
-    schedule = WarmupCosine(steps, None if minutes is None else 60.0 * minutes, warmup)
-    ema_model = None
-    if ema is not None:
-        ema_model = copy.deepcopy(model).eval()
-        for p in ema_model.parameters():
-            p.requires_grad_(False)
+            raise InputError(f"--init {o.init}: {exc}") from None
+        config = make_config(record["config"])
+        if o.preset is not None and make_config(o.preset) != config:
+            raise InputError(f"--init {o.init}: its architecture differs from preset {o.preset!r}")
+        return config, record["extra"].get("preset") or _preset_of(config), record
+    try:
+        config = make_config(o.preset or DEFAULT_PRESET)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    return config, o.preset or DEFAULT_PRESET, None
 
-    step, seconds_before, best = 0, 0.0, None
-    last_val = None
-    if ckpt is not None:
-        tr = ckpt["training"]
-        model.load_state_dict(tr.get("model_state", ckpt["state_dict"]), strict=True)
-        if list(tr.get("frozen", [])) != frozen:
-            raise InputError(f"--resume: the run froze {tr.get('frozen')}, this call {frozen}")
-        optimizer.load_state_dict(tr["optimizer"])
-        schedule.load_state_dict(tr["schedule"])
-        if ema_model is not None:
-            if "ema_state" in tr:
-                ema_model.load_state_dict(tr["ema_state"], strict=True)
-            else:
-                ema_model.load_state_dict(model.state_dict())
-        step = int(tr["step"])
-        seconds_before = float(tr["seconds"])
-        best = tr.get("best_val_nmae_percent")
-        last_val = tr.get("val_nmae_percent")
-        _set_rng_states(tr["rng"])
-    world.broadcast_module(model)
-    if ema_model is not None:
-        world.broadcast_module(ema_model)
 
-    halo = model.receptive_field if crop is not None else 0
-    train_ds = DensityDataset(store, train_ids, augment=augment, seed=seed, cache=cache,
-                              crop=crop, halo=halo, sad_variant=sad_variant)
-    val_ds = DensityDataset(val_store or store, val_ids, cache=cache, sad_variant=sad_variant)
+class _Run:
+    """One training run: set up, then steps, validation and checkpoints (see :func:`train`)."""
 
-    my_js = list(range(world.rank, batch, world.world))
-    if workers == "auto":
-        per_rank = max((os.cpu_count() or 1) // max(world.world, 1), 1)
-        workers = min(4, per_rank - 1) if device.type == "cuda" else 0
-    workers = int(workers)
-    samples = _step_samples(train_ds, seed, batch, step, my_js, workers, device.type == "cuda")
+    def __init__(self, world, o):
+        self.world, self.o = world, o
+        self.device = world.device
+        self.amp = self.device.type == "cuda"
+        _check_options(o)
+        self._setup_data()
+        self._setup_run_dir()
+        self._setup_model()
+        self._setup_optimizer()
+        self._restore()
+        self._setup_samples()
+        self._setup_logging()
 
-    run_info = {
-        "seed": seed, "batch": batch, "lr": lr, "steps": steps, "minutes": minutes,
-        "val_every": val_every, "ema": ema, "weight_decay": weight_decay, "clip": clip,
-        "warmup": warmup, "augment": augment, "crop": crop, "val_fraction": val_fraction,
-        "init": None if init is None else str(init), "freeze": list(freeze),
-        "sad_variant": sad_variant, "normalize": True, "world_size": world.world,
-        "device": device.type,
-    }
-    data_info = {
-        "store": str(Path(store.path).resolve()), "molecules": len(train_ids),
-        "id_range": [min(train_ids), max(train_ids)],
-        "val_store": None if val_store is None else str(Path(val_store.path).resolve()),
-        "val_molecules": len(val_ids), "val_fraction": val_fraction,
-    }
+    # ---- setup
 
-    def extra(seconds):
-        return {
-            "preset": preset_name, "parameters": count_parameters(model, trainable_only=False),
-            "training_data": data_info, "best_val_nmae_percent": best,
-            "val_nmae_percent": last_val, "steps": step, "seconds": round(seconds, 3),
-            "init": run_info["init"], "freeze": list(freeze), "ema": ema, "seed": seed,
-            "normalize": True, "sad_variant": sad_variant, "world_size": world.world,
-        }
+    def _setup_data(self):
+        o = self.o
+        self.store = _open_store(o.store)
+        self.val_store = _open_store(o.val_store) if o.val_store is not None else None
+        self.train_ids, self.val_ids = _training_ids(self.store, self.val_store, o.val_fraction)
+        if not self.train_ids:
+            raise InputError(f"{self.store.path}: no training molecules (QM9 val/test ids never train)")
+        if o.val_max is not None:
+            self.val_ids = self.val_ids[: int(o.val_max)]
 
-    def checkpoint(path, seconds):
-        from .model import _versions
+    def _setup_run_dir(self):
+        o = self.o
+        self.out = Path(o.out_dir)
+        self.last_path, self.best_path = self.out / "last.pt", self.out / "best.pt"
+        self.ckpt = None
+        if o.resume and self.last_path.is_file():
+            try:
+                self.ckpt = read_checkpoint(self.last_path)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+        elif not o.resume and self.last_path.exists():
+            raise InputError(f"{self.out}: already holds a run (last.pt); use --resume or another --out")
+        if self.world.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.world.barrier()
 
-        infer = ema_model if ema_model is not None else model
-        tr = {
-            "step": step, "seconds": seconds, "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "rng": _rng_states(),
-            "best_val_nmae_percent": best, "val_nmae_percent": last_val,
-            "frozen": frozen, "args": run_info,
-        }
-        if ema_model is not None:
-            tr["model_state"] = _cpu_state(model)
-            tr["ema_state"] = _cpu_state(ema_model)
-        record = {"format": MODEL_FORMAT, "config": asdict(config), "state_dict": _cpu_state(infer),
-                  "extra": _jsonable(extra(seconds)), "versions": _versions(), "training": tr}
-        atomic_torch_save(record, path)
+    def _setup_model(self):
+        o = self.o
+        random.seed(o.seed)
+        np.random.seed(o.seed % 2**32)
+        torch.manual_seed(o.seed)
+        self.config, self.preset_name, init_record = _choose_config(o, self.ckpt)
+        self.model = build(self.config)
+        if init_record is not None:
+            self.model.load_state_dict(init_record["state_dict"], strict=True)
+        self.frozen = freeze_parameters(self.model, o.freeze)
+        self.model.to(self.device).train()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise InputError("every parameter is frozen: nothing to train")
+        self.ema_model = None
+        if o.ema is not None:
+            self.ema_model = copy.deepcopy(self.model).eval()
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
 
-    # ---- logging (rank 0)
-    metrics = tb = bar = None
-    if world.main:
-        metrics = _MetricsCSV(out / "metrics.csv", keep_until=step if ckpt is not None else -1)
-        tb = _tensorboard(out)
-        if progress:
+    def _setup_optimizer(self):
+        o, lr = self.o, self.o.lr
+        if lr is None and self.ckpt is not None:
+            lr = self.ckpt["training"].get("args", {}).get("lr")
+        if lr is None:
+            lr = DEFAULT_FINETUNE_LR if o.init is not None else DEFAULT_LR
+        self.lr = float(lr)
+        if not self.lr > 0:
+            raise InputError(f"lr must be > 0, got {self.lr}")
+        decay = [p for p in self.params if p.dim() > 1]
+        no_decay = [p for p in self.params if p.dim() <= 1]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": o.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=self.lr)
+        self.schedule = WarmupCosine(o.steps, None if o.minutes is None else 60.0 * o.minutes,
+                                     o.warmup)
+
+    def _restore(self):
+        """Step, best, RNG, optimizer and weights from ``last.pt`` when resuming."""
+        self.step, self.seconds_before, self.best, self.last_val = 0, 0.0, None, None
+        if self.ckpt is not None:
+            tr = self.ckpt["training"]
+            self.model.load_state_dict(tr.get("model_state", self.ckpt["state_dict"]), strict=True)
+            if list(tr.get("frozen", [])) != self.frozen:
+                raise InputError(f"--resume: the run froze {tr.get('frozen')}, this call {self.frozen}")
+            self.optimizer.load_state_dict(tr["optimizer"])
+            self.schedule.load_state_dict(tr["schedule"])
+            if self.ema_model is not None:
+                self.ema_model.load_state_dict(tr["ema_state"] if "ema_state" in tr
+                                               else self.model.state_dict(), strict=True)
+            self.step = int(tr["step"])
+            self.seconds_before = float(tr["seconds"])
+            self.best = tr.get("best_val_nmae_percent")
+            self.last_val = tr.get("val_nmae_percent")
+            _set_rng_states(tr["rng"])
+        self.world.broadcast_module(self.model)
+        if self.ema_model is not None:
+            self.world.broadcast_module(self.ema_model)
+
+    def _setup_samples(self):
+        o, world = self.o, self.world
+        halo = self.model.receptive_field if o.crop is not None else 0
+        train_ds = DensityDataset(self.store, self.train_ids, augment=o.augment, seed=o.seed,
+                                  cache=o.cache, crop=o.crop, halo=halo, sad_variant=o.sad_variant)
+        self.val_ds = DensityDataset(self.val_store or self.store, self.val_ids, cache=o.cache,
+                                     sad_variant=o.sad_variant)
+        self.my_js = list(range(world.rank, o.batch, world.world))
+        workers = o.workers
+        if workers == "auto":
+            per_rank = max((os.cpu_count() or 1) // max(world.world, 1), 1)
+            workers = min(4, per_rank - 1) if self.device.type == "cuda" else 0
+        self.samples = _step_samples(train_ds, o.seed, o.batch, self.step, self.my_js,
+                                     int(workers), self.device.type == "cuda")
+
+    def _setup_logging(self):
+        self.metrics = self.tb = self.bar = None
+        if not self.world.main:
+            return
+        o = self.o
+        self.metrics = _MetricsCSV(self.out / "metrics.csv",
+                                   keep_until=self.step if self.ckpt is not None else -1)
+        self.tb = _tensorboard(self.out)
+        if o.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps, initial=step, unit="step", dynamic_ncols=True,
-                       desc=f"train {preset_name or config.arch}")
-        if ckpt is None:
-            print(f"rhosr train: {len(train_ids)} training / {len(val_ids)} validation molecules, "
-                  f"{count_parameters(model):,} trainable parameters, device {device}, "
-                  f"world {world.world}", flush=True)
+            self.bar = tqdm(total=o.steps, initial=self.step, unit="step", dynamic_ncols=True,
+                            desc=f"train {self.preset_name or self.config.arch}")
+        if self.ckpt is None:
+            print(f"rhosr train: {len(self.train_ids)} training / {len(self.val_ids)} validation "
+                  f"molecules, {count_parameters(self.model):,} trainable parameters, device "
+                  f"{self.device}, world {self.world.world}", flush=True)
         else:
-            print(f"rhosr train: resuming {last_path} at step {step}", flush=True)
+            print(f"rhosr train: resuming {self.last_path} at step {self.step}", flush=True)
 
-    t_run = time.perf_counter()
-    last_ckpt_time = t_run
+    # ---- metadata and checkpoints
 
-    def elapsed() -> float:
-        return seconds_before + (time.perf_counter() - t_run)
+    def run_info(self) -> dict:
+        o = self.o
+        return {
+            "seed": o.seed, "batch": o.batch, "lr": self.lr, "steps": o.steps,
+            "minutes": o.minutes, "val_every": o.val_every, "ema": o.ema,
+            "weight_decay": o.weight_decay, "clip": o.clip, "warmup": o.warmup,
+            "augment": o.augment, "crop": o.crop, "val_fraction": o.val_fraction,
+            "init": None if o.init is None else str(o.init), "freeze": list(o.freeze),
+            "sad_variant": o.sad_variant, "normalize": True, "world_size": self.world.world,
+            "device": self.device.type,
+        }
 
-    def done(secs) -> bool:
-        if steps is not None and step >= steps:
+    def extra(self, seconds) -> dict:
+        o = self.o
+        data_info = {
+            "store": str(Path(self.store.path).resolve()), "molecules": len(self.train_ids),
+            "id_range": [min(self.train_ids), max(self.train_ids)],
+            "val_store": None if self.val_store is None else str(Path(self.val_store.path).resolve()),
+            "val_molecules": len(self.val_ids), "val_fraction": o.val_fraction,
+        }
+        return {
+            "preset": self.preset_name,
+            "parameters": count_parameters(self.model, trainable_only=False),
+            "training_data": data_info, "best_val_nmae_percent": self.best,
+            "val_nmae_percent": self.last_val, "steps": self.step, "seconds": round(seconds, 3),
+            "init": None if o.init is None else str(o.init), "freeze": list(o.freeze),
+            "ema": o.ema, "seed": o.seed, "normalize": True, "sad_variant": o.sad_variant,
+            "world_size": self.world.world,
+        }
+
+    def checkpoint(self, path, seconds) -> None:
+        from .model import _versions
+
+        infer = self.ema_model if self.ema_model is not None else self.model
+        tr = {
+            "step": self.step, "seconds": seconds, "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "rng": _rng_states(),
+            "best_val_nmae_percent": self.best, "val_nmae_percent": self.last_val,
+            "frozen": self.frozen, "args": self.run_info(),
+        }
+        if self.ema_model is not None:
+            tr["model_state"] = _cpu_state(self.model)
+            tr["ema_state"] = _cpu_state(self.ema_model)
+        record = {"format": MODEL_FORMAT, "config": asdict(self.config),
+                  "state_dict": _cpu_state(infer), "extra": _jsonable(self.extra(seconds)),
+                  "versions": _versions(), "training": tr}
+        atomic_torch_save(record, path)
+
+    # ---- the loop
+
+    def done(self, secs) -> bool:
+        o = self.o
+        if o.steps is not None and self.step >= o.steps:
             return True
-        if stop_after is not None and step >= stop_after:
+        if o.stop_after is not None and self.step >= o.stop_after:
             return True
-        return minutes is not None and secs >= 60.0 * minutes
+        return o.minutes is not None and secs >= 60.0 * o.minutes
 
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    secs = world.broadcast([elapsed()])[0]
-    while not done(secs):
-        t_step = time.perf_counter()
-        factor = schedule.factor(step, secs)
-        for g in optimizer.param_groups:
-            g["lr"] = lr * factor
-        for p in params:
+    def one_step(self, factor) -> tuple[float, float]:
+        """One optimizer step at lr × ``factor``; returns (summed loss, gradient norm)."""
+        o = self.o
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr * factor
+        for p in self.params:
             p.grad.zero_()
         loss_sum = 0.0
-        for j in my_js:
-            sample = next(samples)
-            if tuple(sample["step_j"]) != (step, j):  # pragma: no cover - a bug, not user input
-                raise RuntimeError(f"sample {sample['step_j']} arrived at step {step}, slot {j}")
-            loss = molecule_loss(model, sample, device, amp)
-            (loss / batch).backward()
+        for j in self.my_js:
+            sample = next(self.samples)
+            if tuple(sample["step_j"]) != (self.step, j):  # pragma: no cover - a bug, not input
+                raise RuntimeError(f"sample {sample['step_j']} arrived at step {self.step}, slot {j}")
+            loss = molecule_loss(self.model, sample, self.device, self.amp)
+            (loss / o.batch).backward()
             loss_sum += float(loss.detach())
-        world.all_reduce_grads(params)
-        loss_sum = world.sum([loss_sum])[0]
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if clip else float("nan")
-        optimizer.step()
-        if ema_model is not None:
-            _ema_update(ema_model, model, float(ema), step)
-        step += 1
-        secs = world.broadcast([elapsed()])[0]
-        epoch = (step * batch - 1) // len(train_ids)
-        val = None
-        finishing = done(secs)
-        if step % val_every == 0 or finishing:
-            if val_ids:
-                total, count = validation_nmae(ema_model or model, val_ds, device, amp,
-                                               world.rank, world.world)
-                total, count = world.sum([total, count])
-                val = total / max(count, 1)
-                last_val = val
-        improved = val is not None and (best is None or val < best)
+        self.world.all_reduce_grads(self.params)
+        loss_sum = self.world.sum([loss_sum])[0]
+        grad_norm = (float(torch.nn.utils.clip_grad_norm_(self.params, o.clip)) if o.clip
+                     else float("nan"))
+        self.optimizer.step()
+        if self.ema_model is not None:
+            _ema_update(self.ema_model, self.model, float(o.ema), self.step)
+        self.step += 1
+        return loss_sum, grad_norm
+
+    def validate(self):
+        """Validation NMAE (percent) of the EMA (or raw) weights, or None without molecules."""
+        if not self.val_ids:
+            return None
+        total, count = validation_nmae(self.ema_model or self.model, self.val_ds, self.device,
+                                       self.amp, self.world.rank, self.world.world)
+        total, count = self.world.sum([total, count])
+        self.last_val = total / max(count, 1)
+        return self.last_val
+
+    def log_step(self, row, val, improved, finishing, secs) -> None:
+        """Rank 0: metrics row, TensorBoard, checkpoints, progress bar."""
+        o = self.o
+        self.metrics.write(row)
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss_nmae_percent", row["loss_nmae_percent"], self.step)
+            self.tb.add_scalar("train/lr", row["lr"], self.step)
+            if val is not None:
+                self.tb.add_scalar("val/nmae_percent", val, self.step)
+        now = time.perf_counter()
         if improved:
-            best = val
-        if world.main:
-            mps = batch / max(time.perf_counter() - t_step, 1e-9)
-            row = {"step": step, "epoch": epoch, "lr": lr * factor,
-                   "loss_nmae_percent": 100.0 * loss_sum / batch, "grad_norm": grad_norm,
-                   "val_nmae_percent": "" if val is None else val, "seconds": secs,
-                   "molecules_per_second": mps}
-            metrics.write(row)
-            if tb is not None:
-                tb.add_scalar("train/loss_nmae_percent", row["loss_nmae_percent"], step)
-                tb.add_scalar("train/lr", row["lr"], step)
-                if val is not None:
-                    tb.add_scalar("val/nmae_percent", val, step)
-            now = time.perf_counter()
+            self.checkpoint(self.best_path, secs)
+        if (self.step % o.checkpoint_every == 0 or finishing or val is not None
+                or now - self.last_ckpt_time >= 60.0 * o.checkpoint_minutes):
+            self.checkpoint(self.last_path, secs)
+            self.last_ckpt_time = now
+        if self.bar is not None:
+            post = {"loss%": f"{row['loss_nmae_percent']:.3f}"}
+            if self.last_val is not None:
+                post["val%"] = f"{self.last_val:.3f}"
+            if o.minutes is not None:
+                post["left"] = f"{max(60.0 * o.minutes - secs, 0) / 60:.1f}min"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+
+    def loop(self) -> float:
+        """Steps until the budget is spent; returns the run's seconds."""
+        o, world = self.o, self.world
+        t_run = time.perf_counter()
+        self.last_ckpt_time = t_run
+        elapsed = lambda: self.seconds_before + (time.perf_counter() - t_run)  # noqa: E731
+        for p in self.params:
+            p.grad = torch.zeros_like(p)
+        secs = world.broadcast([elapsed()])[0]
+        while not self.done(secs):
+            t_step = time.perf_counter()
+            factor = self.schedule.factor(self.step, secs)
+            loss_sum, grad_norm = self.one_step(factor)
+            secs = world.broadcast([elapsed()])[0]
+            finishing = self.done(secs)
+            val = self.validate() if self.step % o.val_every == 0 or finishing else None
+            improved = val is not None and (self.best is None or val < self.best)
             if improved:
-                checkpoint(best_path, secs)
-            if (step % checkpoint_every == 0 or finishing or val is not None
-                    or now - last_ckpt_time >= 60.0 * checkpoint_minutes):
-                checkpoint(last_path, secs)
-                last_ckpt_time = now
-            if bar is not None:
-                post = {"loss%": f"{row['loss_nmae_percent']:.3f}"}
-                if last_val is not None:
-                    post["val%"] = f"{last_val:.3f}"
-                if minutes is not None:
-                    post["left"] = f"{max(60.0 * minutes - secs, 0) / 60:.1f}min"
-                bar.set_postfix(post, refresh=False)
-                bar.update(1)
-    del samples  # ends the loader's worker processes
-    if world.main:
-        if not best_path.exists():
-            # no validation molecules: the final weights are the best we know
-            checkpoint(best_path, secs)
-        checkpoint(last_path, secs)
-        if bar is not None:
-            bar.close()
-        if tb is not None:
-            tb.close()
-        metrics.close()
-    digest = weights_hash(model)
-    hash_dir = os.environ.get(HASH_DIR_ENV)
-    if hash_dir:
-        Path(hash_dir).mkdir(parents=True, exist_ok=True)
-        (Path(hash_dir) / f"rank{world.rank}.sha256").write_text(digest + "\n")
-    if not world.all_equal(digest):
-        raise RuntimeError("data-parallel ranks ended with different weights")
-    world.barrier()
-    return {
-        "run_dir": str(out), "last": str(last_path), "best": str(best_path), "steps": step,
-        "seconds": secs, "best_val_nmae_percent": best, "val_nmae_percent": last_val,
-        "train_molecules": len(train_ids), "val_molecules": len(val_ids),
-        "world_size": world.world, "weights_sha256": digest, "frozen": frozen,
-    }
+                self.best = val
+            if world.main:
+                row = {"step": self.step, "epoch": (self.step * o.batch - 1) // len(self.train_ids),
+                       "lr": self.lr * factor, "loss_nmae_percent": 100.0 * loss_sum / o.batch,
+                       "grad_norm": grad_norm, "val_nmae_percent": "" if val is None else val,
+                       "seconds": secs,
+                       "molecules_per_second": o.batch / max(time.perf_counter() - t_step, 1e-9)}
+                self.log_step(row, val, improved, finishing, secs)
+        del self.samples  # ends the loader's worker processes
+        return secs
+
+    def finish(self, secs) -> dict:
+        world = self.world
+        if world.main:
+            if not self.best_path.exists():
+                # no validation molecules: the final weights are the best we know
+                self.checkpoint(self.best_path, secs)
+            self.checkpoint(self.last_path, secs)
+            if self.bar is not None:
+                self.bar.close()
+            if self.tb is not None:
+                self.tb.close()
+            self.metrics.close()
+        digest = weights_hash(self.model)
+        hash_dir = os.environ.get(HASH_DIR_ENV)
+        if hash_dir:
+            Path(hash_dir).mkdir(parents=True, exist_ok=True)
+            (Path(hash_dir) / f"rank{world.rank}.sha256").write_text(digest + "\n")
+        if not world.all_equal(digest):
+            raise RuntimeError("data-parallel ranks ended with different weights")
+        world.barrier()
+        return {
+            "run_dir": str(self.out), "last": str(self.last_path), "best": str(self.best_path),
+            "steps": self.step, "seconds": secs, "best_val_nmae_percent": self.best,
+            "val_nmae_percent": self.last_val, "train_molecules": len(self.train_ids),
+            "val_molecules": len(self.val_ids), "world_size": world.world,
+            "weights_sha256": digest, "frozen": self.frozen,
+        }
 
 
 class StepSamples(torch.utils.data.Dataset):
