@@ -143,3 +143,13 @@ def test_records_without_orbitals_are_refused(tmp_path, labels):
     rec2 = type(rec)(**{**rec.__dict__, "mo_coeff": None, "rho_dft": np.zeros(rec.fine_mesh)})
     with pytest.raises(BankError, match="not an orbital record"):
         add_records(tmp_path / "b", [rec2], level_of_theory=THEORY)
+
+
+def test_generate_never_relabels_what_the_bank_holds(tmp_path, labels, capsys):
+    bank = tmp_path / "b"
+    add_records(bank, labels, level_of_theory=THEORY)
+    store = tmp_path / "s"
+    assert main(["generate", "qm9:485", "qm9:775", "--out", str(store), "--skip-in", str(bank),
+                 "--no-progress"]) == 0
+    assert "done 0, failed 0, skipped 2" in capsys.readouterr().out
+    assert not list((store / "records").glob("*.h5"))

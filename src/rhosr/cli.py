@@ -83,8 +83,10 @@ def _add_generate(sub) -> None:
         "generate", formatter_class=_Formatter,
         help="reference DFT labels (PySCF, published level of theory) into a store",
         description="Run periodic PBE/GTH/gth-tzv2p Kohn-Sham DFT for every molecule and store "
-                    "the density on the fine mesh. Re-running the same command skips finished "
-                    "molecules; a killed run loses only the molecules in flight.",
+                    "its occupied orbitals (an orbital record; the density on the fine mesh is "
+                    "evaluated from them when read). Re-running the same command skips finished "
+                    "molecules; a killed run loses only the molecules in flight. Add the "
+                    "finished records to the bank with `rhosr bank add`.",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help=STRUCTURE_HELP)
     p.add_argument("--out", required=True, help="store directory (created if needed)")
@@ -100,18 +102,24 @@ def _add_generate(sub) -> None:
                    help="label at most this many new molecules in this run")
     p.add_argument("--retry-failed", action="store_true", help="try molecules that failed before again")
     p.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
+    p.add_argument("--skip-in", nargs="+", default=[], metavar="BANK",
+                   help="skip the molecules these banks (or stores) already hold: never relabel")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_structure_options(p)
 
 
 def _run_generate(args) -> int:
+    from .bank import open_labels
     from .generate import generate
 
+    skip = set()
+    for path in args.skip_in:
+        skip.update(open_labels(path).ids())
     summary = generate(
         args.sources, args.out, workers=args.workers, scheduler=args.scheduler,
         charge=args.charge, spin=args.spin, smearing=args.smearing, limit=args.limit,
         max_voxels=args.max_voxels, retry_failed=args.retry_failed, threads=args.threads,
-        max_cycle=args.max_cycle, progress=not args.no_progress,
+        max_cycle=args.max_cycle, progress=not args.no_progress, skip=skip,
     )
     for line in summary.lines():
         print(line)

@@ -47,7 +47,7 @@ class Summary:
     def lines(self) -> list[str]:
         out = [
             f"done {self.done}, failed {len(self.failed)}, skipped {self.skipped} "
-            f"(already in store), missing {self.missing} (not in qm9pack)",
+            f"(already in the store or a --skip-in bank), missing {self.missing} (not in qm9pack)",
         ]
         if self.seconds:
             out.append(
@@ -204,13 +204,15 @@ def generate(
     conv_tol: float = 1e-10,
     max_cycle: int = 100,
     progress: bool = True,
+    skip=(),
 ) -> Summary:
     """Label molecules into the store ``out``; see the module docstring.
 
     ``workers`` defaults to one per core (at most 8).  ``scheduler`` is a dask
     scheduler address (or a ``distributed.Client``); when given, ``workers``
     is ignored.  ``threads`` per worker defaults to
-    the machine's cores divided by ``workers``.
+    the machine's cores divided by ``workers``.  Ids in ``skip`` (e.g. a bank's)
+    are not labelled; they count as skipped.
     """
     from .dft import level_of_theory
 
@@ -229,7 +231,9 @@ def generate(
         store.clean_partial()
         done = set(store.ids())
         failed_before = set() if retry_failed else set(store.failures())
-        todo = [m for m in mols if m.id not in done and m.id not in failed_before]
+        skip = set(skip)
+        todo = [m for m in mols if m.id not in done and m.id not in failed_before
+                and m.id not in skip]
         summary.skipped = len(mols) - len(todo)
         if limit is not None:
             todo = todo[:limit]
