@@ -115,3 +115,21 @@ def test_dask_local_cluster_two_workers(tmp_path, h2_frames):
     assert store.ids() == ["h2_f0", "h2_f1"]
     energies = [r.energy for r in store.records()]
     assert all(np.isfinite(energies)) and energies[0] != energies[1]
+
+
+def test_rhosr_guess_gives_the_same_labels(tmp_path):
+    """--guess rhosr: the SCF starts from Kohn–Sham steps on the prediction, ends at the same label."""
+    plain = generate(["smiles:O", "smiles:[CH3]"], str(tmp_path / "a"), workers=1, progress=False)
+    fast = generate(["smiles:O", "smiles:[CH3]"], str(tmp_path / "b"), workers=1,
+                    progress=False, guess="rhosr")
+    assert plain.done == fast.done == 2
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    for mol_id in a.ids():
+        ra, rb = a.read(mol_id), b.read(mol_id)
+        assert rb.energy == pytest.approx(ra.energy, abs=1e-8)
+        assert np.abs(rb.rho_dft - ra.rho_dft).sum() / ra.rho_dft.sum() < 1e-6
+        closed = ra.spin == 0
+        assert rb.level_of_theory["init_guess"].startswith("rhosr" if closed else "minao")
+        assert (rb.timings["guess"] > 0) == closed
+    with pytest.raises(InputError, match="local workers"):
+        generate(["smiles:O"], str(tmp_path / "c"), scheduler="tcp://nowhere:1", guess="rhosr")

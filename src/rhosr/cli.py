@@ -102,6 +102,9 @@ def _add_generate(sub) -> None:
                    help="label at most this many new molecules in this run")
     p.add_argument("--retry-failed", action="store_true", help="try molecules that failed before again")
     p.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
+    p.add_argument("--guess", choices=("minao", "rhosr"), default="minao",
+                   help="SCF start: PySCF's 'minao', or 'rhosr' (Kohn-Sham steps on the bundled "
+                        "model's prediction; the same labels to the SCF tolerance)")
     p.add_argument("--skip-in", nargs="+", default=[], metavar="BANK",
                    help="skip the molecules these banks (or stores) already hold: never relabel")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -119,7 +122,7 @@ def _run_generate(args) -> int:
         args.sources, args.out, workers=args.workers, scheduler=args.scheduler,
         charge=args.charge, spin=args.spin, smearing=args.smearing, limit=args.limit,
         max_voxels=args.max_voxels, retry_failed=args.retry_failed, threads=args.threads,
-        max_cycle=args.max_cycle, progress=not args.no_progress, skip=skip,
+        max_cycle=args.max_cycle, progress=not args.no_progress, skip=skip, guess=args.guess,
     )
     for line in summary.lines():
         print(line)

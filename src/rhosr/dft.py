@@ -290,7 +290,8 @@ def _input_problem(pos, grid: Grid, nelectron: int, charge: int, spin: int) -> s
 
 def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             smearing: float | None = None, conv_tol: float = CONV_TOL, max_cycle: int = 100,
-            threads: int | None = None, verbose: int = 0, density: bool = True) -> DFTResult:
+            threads: int | None = None, verbose: int = 0, density: bool = True,
+            dm0=None) -> DFTResult:
     """Kohn–Sham label of one molecule in the box of the fine ``grid``.
 
     Parameters
@@ -315,6 +316,9 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
     density : bool
         Evaluate the density on the mesh (False: only the orbitals are
         returned, as an orbital record needs).
+    dm0 : (nao, nao) array, optional
+        Initial density matrix instead of the 'minao' guess (the converged
+        result is the same to the SCF tolerance).
 
     Never raises for a failed calculation: returns ``converged=False``,
     ``density=None`` and a ``reason``.
@@ -322,7 +326,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
     if _mixed_openmp():
         return _run_in_fresh_process(run_dft, symbols, positions_bohr, grid, charge=charge, spin=spin,
                                      smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle,
-                                     threads=threads, verbose=verbose, density=density)
+                                     threads=threads, verbose=verbose, density=density, dm0=dm0)
     t_start = time.perf_counter()
     timings = {"scf": 0.0, "density": 0.0}
     nelectron = 0
@@ -345,7 +349,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             cell = build_cell(symbols, pos, grid, charge=charge, spin=spin, verbose=verbose)
             mf = make_scf(cell, spin=spin, smearing=smearing, conv_tol=conv_tol,
                           max_cycle=max_cycle)
-            energy = mf.kernel()
+            energy = mf.kernel() if dm0 is None else mf.kernel(dm0=np.asarray(dm0))
             iterations = int(getattr(mf, "cycles", 0) or 0)
             timings["scf"] = time.perf_counter() - t0
             if not mf.converged:

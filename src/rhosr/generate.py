@@ -83,9 +83,33 @@ def collect(
     return mols, len(missing)
 
 
+def _guess_dm(mol, fine, pos, rho, smearing, threads):
+    """(dm0 or None, seconds, how): Kohn–Sham steps on a predicted density; None where
+    they cannot run (open shell) or fail, so that the SCF starts from 'minao' instead."""
+    from .dft import _thread_limit
+    from .physics import REFINE_MIXING, REFINE_STEPS, ks_step
+
+    if mol.spin:
+        return None, 0.0, "minao"
+    t0 = time.perf_counter()
+    try:
+        with _thread_limit(threads):
+            step = ks_step(mol.symbols, pos, fine, rho, charge=mol.charge, spin=mol.spin,
+                           smearing=smearing, refine=False, steps=REFINE_STEPS,
+                           mixing=REFINE_MIXING)
+    except Exception:  # noqa: BLE001 -- any trouble: the plain guess labels it all the same
+        return None, time.perf_counter() - t0, "minao"
+    how = f"rhosr ({REFINE_STEPS} Kohn-Sham steps, mixing {REFINE_MIXING:g}, on the prediction)"
+    return step.dm1, time.perf_counter() - t0, how
+
+
 def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | None = None,
-                   conv_tol: float = 1e-10, max_cycle: int = 100):
-    """Label one molecule; runs in a worker.  Returns a Record or a failure dict."""
+                   conv_tol: float = 1e-10, max_cycle: int = 100, guess_density=None):
+    """Label one molecule; runs in a worker.  Returns a Record or a failure dict.
+
+    ``guess_density``: a predicted density on the fine mesh; the SCF then starts
+    from the density matrix of Kohn–Sham steps on it (``rhosr generate --guess rhosr``).
+    """
     from . import __version__
     from .dft import level_of_theory, run_dft
 
@@ -93,21 +117,27 @@ def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | 
         threads = _dask_worker_threads()
     coarse, fine, pos = box_for(mol.positions)
     t0 = time.perf_counter()
+    dm0, t_guess, how = None, 0.0, "minao"
+    if guess_density is not None:
+        dm0, t_guess, how = _guess_dm(mol, fine, pos, guess_density, smearing, threads)
     try:
         res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin,
                       smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle, threads=threads,
-                      density=False)
+                      density=False, dm0=dm0)
     except Exception as err:  # run_dft reports failures itself; this is a last guard
         return {"id": mol.id, "reason": f"{type(err).__name__}: {err}", "source": mol.source,
                 "seconds": time.perf_counter() - t0}
     if not res.converged or res.mo_coeff is None:
         return {"id": mol.id, "reason": res.reason or "SCF not converged", "source": mol.source,
                 "seconds": res.seconds, "iterations": res.iterations}
+    theory = level_of_theory(smearing, conv_tol)
+    theory["init_guess"] = how
     return Record(
         id=mol.id, symbols=tuple(mol.symbols), positions=pos, cell=np.asarray(fine.cell),
         fine_mesh=tuple(fine.mesh), charge=mol.charge, spin=mol.spin, source=mol.source,
-        energy=res.energy, converged=True, scf_iterations=res.iterations, seconds=res.seconds,
-        timings=dict(res.timings), level_of_theory=level_of_theory(smearing, conv_tol),
+        energy=res.energy, converged=True, scf_iterations=res.iterations,
+        seconds=res.seconds + t_guess, timings={**res.timings, "guess": t_guess},
+        level_of_theory=theory,
         rhosr_version=__version__, mo_coeff=res.mo_coeff.astype(np.float32),
         mo_occ=res.mo_occ, mo_spin=res.mo_spin,
     )
@@ -153,20 +183,48 @@ def writer_lock(store: Store):
         fh.close()
 
 
-def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle):
+def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle, guess_of=None):
+    """Results as they finish; at most two molecules per worker are submitted ahead, so
+    that predicted guess densities (``guess_of(mol)``) are made just in time."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")
+    queue = iter(mols)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool:
-        futures = [pool.submit(label_molecule, m, smearing, threads, conv_tol, max_cycle) for m in mols]
+        pending = set()
+
+        def submit_next() -> None:
+            mol = next(queue, None)
+            if mol is not None:
+                guess = guess_of(mol) if guess_of is not None else None
+                pending.add(pool.submit(label_molecule, mol, smearing, threads, conv_tol,
+                                        max_cycle, guess))
+
+        for _ in range(2 * workers):
+            submit_next()
         try:
-            for fut in as_completed(futures):
-                yield fut.result()
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    pending.discard(fut)
+                    yield fut.result()
+                    submit_next()
         finally:
-            for fut in futures:
+            for fut in pending:
                 fut.cancel()
+
+
+def _predictor(model="default"):
+    """mol -> predicted fine-mesh density (float32), one torch thread beside the workers."""
+    import torch
+
+    from .predict import predict_molecule, resolve_model
+
+    torch.set_num_threads(1)
+    net, name = resolve_model(model, "cpu")
+    return lambda mol: predict_molecule(mol, net, model_name=name, device="cpu").values
 
 
 def _results_dask(mols, scheduler, smearing, conv_tol, max_cycle):
@@ -205,6 +263,7 @@ def generate(
     max_cycle: int = 100,
     progress: bool = True,
     skip=(),
+    guess: str = "minao",
 ) -> Summary:
     """Label molecules into the store ``out``; see the module docstring.
 
@@ -212,7 +271,9 @@ def generate(
     scheduler address (or a ``distributed.Client``); when given, ``workers``
     is ignored.  ``threads`` per worker defaults to
     the machine's cores divided by ``workers``.  Ids in ``skip`` (e.g. a bank's)
-    are not labelled; they count as skipped.
+    are not labelled; they count as skipped.  ``guess`` "rhosr" starts each
+    closed-shell SCF from Kohn–Sham steps on the bundled model's prediction (local
+    workers only; the converged labels are the same to the SCF tolerance).
     """
     from .dft import level_of_theory
 
@@ -224,6 +285,10 @@ def generate(
         raise InputError(f"--limit must not be negative, not {limit}")
     if smearing is not None and not smearing > 0:
         raise InputError(f"--smearing must be a positive width in Hartree, not {smearing}")
+    if guess not in ("minao", "rhosr"):
+        raise InputError(f"--guess must be 'minao' or 'rhosr', not {guess!r}")
+    if guess == "rhosr" and scheduler is not None:
+        raise InputError("--guess rhosr runs with local workers, not with --scheduler")
     mols, n_missing = collect(specs, charge=charge, spin=spin, max_voxels=max_voxels)
     summary = Summary(requested=len(mols), missing=n_missing)
     store = Store(out, mode="a", meta={"level_of_theory": level_of_theory(smearing)})
@@ -246,7 +311,8 @@ def generate(
         if scheduler is not None:
             results = _results_dask(todo, scheduler, smearing, conv_tol, max_cycle)
         else:
-            results = _results_local(todo, workers, threads, smearing, conv_tol, max_cycle)
+            results = _results_local(todo, workers, threads, smearing, conv_tol, max_cycle,
+                                     _predictor() if guess == "rhosr" else None)
         bar = _progress(len(todo), progress)
         t0 = time.perf_counter()
         try:
