@@ -96,7 +96,7 @@ def _guess_dm(mol, fine, pos, rho, smearing, threads):
         with _thread_limit(threads):
             step = ks_step(mol.symbols, pos, fine, rho, charge=mol.charge, spin=mol.spin,
                            smearing=smearing, refine=False, steps=REFINE_STEPS,
-                           mixing=REFINE_MIXING)
+                           mixing=REFINE_MIXING, energy=False)
     except Exception:  # noqa: BLE001 -- any trouble: the plain guess labels it all the same
         return None, time.perf_counter() - t0, "minao"
     how = f"rhosr ({REFINE_STEPS} Kohn-Sham steps, mixing {REFINE_MIXING:g}, on the prediction)"

@@ -223,7 +223,7 @@ def _diagonalise(mf, h, s, rho):
 
 def ks_step(symbols, positions_bohr, grid: Grid, rho, charge: int = 0, spin: int = 0,
             smearing: float | None = None, refine: bool = True, steps: int = 1,
-            mixing: float = 1.0) -> StepResult:
+            mixing: float = 1.0, energy: bool = True) -> StepResult:
     """Kohn–Sham step(s) from ``rho`` (fine mesh, e/bohr³); see the module docstring.
 
     One step (the default): F[ρ] → D₁ → ρ₁.  With ``steps`` > 1 the steps are
@@ -231,7 +231,9 @@ def ks_step(symbols, positions_bohr, grid: Grid, rho, charge: int = 0, spin: int
     the last mixed one (``mixing`` 1 gives the last ρ_out).  ``energy_harris``
     is that of the last step's input density, ``energy_ks`` = E_KS[D_last],
     ``dm1`` = D_last.  ``refine`` evaluates the refined density point-wise and
-    its dipole.  Raises :class:`InputError` for a density it cannot take.
+    its dipole; ``energy=False`` skips E_KS[D_last] (one Fock build; nan then),
+    as an SCF start does not need it.  Raises :class:`InputError` for a density
+    it cannot take.
     """
     check_density(rho, grid, symbols, charge, spin)
     if steps < 1 or not 0 < mixing <= 1:
@@ -239,7 +241,7 @@ def ks_step(symbols, positions_bohr, grid: Grid, rho, charge: int = 0, spin: int
     if _mixed_openmp():
         return _run_in_fresh_process(ks_step, symbols, positions_bohr, grid, rho, charge=charge,
                                      spin=spin, smearing=smearing, refine=refine, steps=steps,
-                                     mixing=mixing)
+                                     mixing=mixing, energy=energy)
     t0 = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing)
     h, s = mf.get_hcore(), mf.get_ovlp()
@@ -252,7 +254,7 @@ def ks_step(symbols, positions_bohr, grid: Grid, rho, charge: int = 0, spin: int
             rho_out = evaluate_density(mf.cell, grid, mo_coeff, mo_occ)
             rho_in = rho_out if mixing == 1.0 else rho_in + mixing * (rho_out - rho_in)
     t2 = time.perf_counter()
-    e_ks = float(mf.energy_tot(dm))
+    e_ks = float(mf.energy_tot(dm)) if energy else float("nan")
     t3 = time.perf_counter()
     return StepResult(
         energy_harris=float(harris[-1]), energy_ks=e_ks, dm1=dm, mo_energy=mo_energy,
@@ -349,7 +351,7 @@ def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
                                      charge=charge, conv_tol=conv_tol, max_cycle=max_cycle,
                                      smearing=smearing, steps=steps, mixing=mixing)
     step = ks_step(symbols, positions_bohr, grid, rho, charge=charge, smearing=smearing,
-                   refine=False, steps=steps, mixing=mixing)
+                   refine=False, steps=steps, mixing=mixing, energy=False)
     scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=step.dm1,
                   conv_tol=conv_tol, max_cycle=max_cycle, smearing=smearing)
     return step, scf
