@@ -258,3 +258,16 @@ def test_crops_and_time_budget(tmp_path):
     assert len(rows) == result["steps"] and all(float(r["loss_nmae_percent"]) > 0 for r in rows)
     ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["training"]["args"]["crop"] == 4 and ckpt["extra"]["steps"] == result["steps"]
+
+
+def test_default_batch_is_one_on_a_cpu_and_a_resumed_runs(store, tmp_path):
+    run = tmp_path / "run"
+    train(store, run, preset="tiny", steps=2, val_every=2, progress=False, device="cpu",
+          batch=2, stop_after=1)
+    assert read_checkpoint(run / "last.pt")["training"]["args"]["batch"] == 2
+    train(store, run, preset="tiny", steps=2, val_every=2, progress=False, device="cpu",
+          resume=True)  # no batch given: the run's own
+    assert read_checkpoint(run / "last.pt")["training"]["args"]["batch"] == 2
+    fresh = tmp_path / "fresh"
+    train(store, fresh, preset="tiny", steps=1, progress=False, device="cpu")
+    assert read_checkpoint(fresh / "last.pt")["training"]["args"]["batch"] == 1

@@ -54,9 +54,10 @@ def add_train(sub) -> None:
                    help="share of non-QM9 records used for validation (by id hash)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default: {DEFAULT_LR}; {DEFAULT_FINETUNE_LR} with --init)")
-    p.add_argument("--batch", type=int, default=DEFAULT_BATCH,
-                   help="molecules per optimizer step (on a few CPU cores 1 learns fastest: "
-                        "more steps per minute)")
+    p.add_argument("--batch", type=int, default=None,
+                   help=f"molecules per optimizer step (default: a resumed run's, else "
+                        f"{DEFAULT_BATCH['cpu']} on a CPU, where more steps per minute learn "
+                        f"fastest, {DEFAULT_BATCH['cuda']} on a GPU)")
     p.add_argument("--val-every", type=int, default=DEFAULT_VAL_EVERY,
                    help="validate and checkpoint every K steps")
     p.add_argument("--val-max", type=int, default=None, help="validate on at most this many molecules")

@@ -367,7 +367,7 @@ def _training_ids(store, val_store, val_fraction):
 
 def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
           resume: bool = False, init=None, freeze=(), val_store=None, val_fraction: float = 0.1,
-          lr=None, batch: int = DEFAULT_BATCH, val_every: int = DEFAULT_VAL_EVERY,
+          lr=None, batch: int | None = None, val_every: int = DEFAULT_VAL_EVERY,
           device="auto", ema=None, weight_decay: float = 1e-4, clip: float = 1.0,
           warmup: float = 0.05, augment: bool = True, crop=None, val_max=None,
           checkpoint_every=None, checkpoint_minutes: float = 10.0, stop_after=None,
@@ -399,7 +399,8 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
         Model file to fine-tune from (config and weights taken from it).
     freeze : parts kept fixed, see :func:`freeze_parameters`.
     lr : peak learning rate (default ``DEFAULT_LR``, ``DEFAULT_FINETUNE_LR`` with ``init``).
-    batch : molecules per optimizer step (gradient accumulation).
+    batch : molecules per optimizer step (gradient accumulation); default: a resumed
+        run's, else :data:`DEFAULT_BATCH` for the device (1 on a CPU, 4 on a GPU).
     val_every : validate (and checkpoint) every this many steps, and at the end.
     device : "auto", "cpu", "cuda", ...  bf16 autocast is used on CUDA.
     ema : float, optional
@@ -432,7 +433,7 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
 
 def _check_options(o) -> None:
     """Raise InputError for option values no run can use; fills in defaults."""
-    if o.batch < 1:
+    if o.batch is not None and o.batch < 1:
         raise InputError(f"batch must be >= 1, got {o.batch}")
     if o.val_every < 1:
         raise InputError(f"val_every must be >= 1, got {o.val_every}")
@@ -512,6 +513,9 @@ class _Run:
         if self.world.main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.world.barrier()
+        if o.batch is None:
+            resumed = (self.ckpt or {}).get("training", {}).get("args", {}).get("batch")
+            o.batch = int(resumed or DEFAULT_BATCH.get(self.device.type, 1))
 
     def _setup_model(self):
         o = self.o
