@@ -213,13 +213,27 @@ def _mixed_openmp() -> bool:
     return len({os.path.realpath(p) for p in libs}) > 1
 
 
+_FRESH_POOL = None
+
+
 def _run_in_fresh_process(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in a spawned interpreter that has not loaded torch."""
+    """``fn(*args, **kwargs)`` in a spawned interpreter that has not loaded torch.
+
+    The interpreter is started once per process and reused by later calls (PySCF's
+    import and start-up are paid once); it ends with the calling process.
+    """
+    global _FRESH_POOL
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
+    if _FRESH_POOL is None:
+        _FRESH_POOL = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+    try:
+        return _FRESH_POOL.submit(fn, *args, **kwargs).result()
+    except BrokenProcessPool:  # the worker died (killed, out of memory): start afresh next time
+        _FRESH_POOL = None
+        raise
 
 
 @contextmanager
