@@ -302,6 +302,13 @@ def _input_problem(pos, grid: Grid, nelectron: int, charge: int, spin: int) -> s
     return ""
 
 
+def _label_density(cell, grid: Grid, mf, timings: dict) -> np.ndarray:
+    t0 = time.perf_counter()
+    rho = evaluate_density(cell, grid, mf.mo_coeff, mf.mo_occ)
+    timings["density"] = time.perf_counter() - t0
+    return rho
+
+
 def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             smearing: float | None = None, conv_tol: float = CONV_TOL, max_cycle: int = 100,
             threads: int | None = None, verbose: int = 0, density: bool = True,
@@ -373,13 +380,9 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             coeff, occ, chan = occupied_orbitals(mf.mo_coeff, mf.mo_occ)
             if not np.all(np.isfinite(coeff)):
                 return failed("orbital coefficients are not finite")
-            rho = None
-            if density:
-                t0 = time.perf_counter()
-                rho = evaluate_density(cell, grid, mf.mo_coeff, mf.mo_occ)
-                timings["density"] = time.perf_counter() - t0
-                if not np.all(np.isfinite(rho)):
-                    return failed("density is not finite")
+            rho = _label_density(cell, grid, mf, timings) if density else None
+            if rho is not None and not np.all(np.isfinite(rho)):
+                return failed("density is not finite")
     except Exception as err:  # noqa: BLE001 -- a failed label is reported, not raised
         return failed(f"{type(err).__name__}: {err}")
     return DFTResult(density=rho, energy=float(energy), converged=True,

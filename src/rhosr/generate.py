@@ -313,27 +313,31 @@ def generate(
         else:
             results = _results_local(todo, workers, threads, smearing, conv_tol, max_cycle,
                                      _predictor() if guess == "rhosr" else None)
-        bar = _progress(len(todo), progress)
-        t0 = time.perf_counter()
-        try:
-            for res in results:
-                if isinstance(res, Record):
-                    t_io = time.perf_counter()
-                    store.write(res)
-                    summary.timings["io"] += time.perf_counter() - t_io
-                    summary.done += 1
-                    summary.seconds.append(res.seconds)
-                    for key in ("scf", "density"):
-                        summary.timings[key] += float(res.timings.get(key, 0.0))
-                else:
-                    summary.failed[res["id"]] = res["reason"]
-                    store.write_failure(res["id"], res)
-                bar.update(1)
-                bar.set_postfix(done=summary.done, failed=len(summary.failed), refresh=False)
-        finally:
-            summary.wall = time.perf_counter() - t0
-            bar.close()
+        _write_results(results, store, summary, _progress(len(todo), progress))
     return summary
+
+
+def _write_results(results, store: Store, summary: Summary, bar) -> None:
+    """Write each record (or failure) as it arrives; tally the summary."""
+    t0 = time.perf_counter()
+    try:
+        for res in results:
+            if isinstance(res, Record):
+                t_io = time.perf_counter()
+                store.write(res)
+                summary.timings["io"] += time.perf_counter() - t_io
+                summary.done += 1
+                summary.seconds.append(res.seconds)
+                for key in ("scf", "density"):
+                    summary.timings[key] += float(res.timings.get(key, 0.0))
+            else:
+                summary.failed[res["id"]] = res["reason"]
+                store.write_failure(res["id"], res)
+            bar.update(1)
+            bar.set_postfix(done=summary.done, failed=len(summary.failed), refresh=False)
+    finally:
+        summary.wall = time.perf_counter() - t0
+        bar.close()
 
 
 def _progress(total: int, enabled: bool):
