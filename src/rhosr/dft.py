@@ -216,6 +216,17 @@ def _mixed_openmp() -> bool:
 _FRESH_POOL = None
 
 
+def die_with_parent() -> None:
+    """Worker initializer: the kernel ends this process when its parent dies (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 -- not Linux: the worker ends when its pipe closes
+        pass
+
+
 def _run_in_fresh_process(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` in a spawned interpreter that has not loaded torch.
 
@@ -228,7 +239,8 @@ def _run_in_fresh_process(fn, *args, **kwargs):
     from concurrent.futures.process import BrokenProcessPool
 
     if _FRESH_POOL is None:
-        _FRESH_POOL = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+        _FRESH_POOL = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
+                                          initializer=die_with_parent)
     try:
         return _FRESH_POOL.submit(fn, *args, **kwargs).result()
     except BrokenProcessPool:  # the worker died (killed, out of memory): start afresh next time

@@ -154,14 +154,9 @@ def _dask_worker_threads() -> int | None:
 
 def _init_worker(threads: int) -> None:
     """Pool initializer: die with the parent, and keep to our share of threads."""
-    try:
-        import ctypes
-        import signal
+    from .dft import die_with_parent
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # not Linux: workers end when their pipe closes instead
-        pass
+    die_with_parent()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
 
