@@ -1,7 +1,6 @@
 """rhosr: electron densities at DFT quality from a 3D super-resolution network."""
 
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: E402
 from .molecule import InputError, Molecule, load_molecule, load_molecules  # noqa: E402
 from .grid import Grid, box_for  # noqa: E402
 from .density import Density, read_density, write_density  # noqa: E402

@@ -110,7 +110,7 @@ class Bank:
     @staticmethod
     def create(path, level_of_theory: dict, note: str = "") -> "Bank":
         """A new, empty bank whose records must match ``level_of_theory``."""
-        from . import __version__
+        from ._version import __version__
 
         path = Path(path)
         if (path / BANK_META).exists():

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .molecule import InputError
 
 from .cli_common import (  # noqa: F401 -- re-exported for older imports

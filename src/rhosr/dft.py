@@ -101,7 +101,7 @@ class DFTResult:
 def _versions() -> dict:
     import pyscf
 
-    from . import __version__ as rhosr_version
+    from ._version import __version__ as rhosr_version
 
     return {"pyscf": pyscf.__version__, "numpy": np.__version__, "rhosr": rhosr_version}
 

@@ -110,7 +110,7 @@ def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | 
     ``guess_density``: a predicted density on the fine mesh; the SCF then starts
     from the density matrix of Kohn–Sham steps on it (``rhosr generate --guess rhosr``).
     """
-    from . import __version__
+    from ._version import __version__
     from .dft import level_of_theory, run_dft
 
     if threads is None:

@@ -358,7 +358,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 def _versions() -> dict:
-    from . import __version__
+    from ._version import __version__
 
     return {
         "rhosr": __version__,

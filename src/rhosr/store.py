@@ -45,7 +45,7 @@ _CHUNK = 32
 
 
 def _version() -> str:
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
