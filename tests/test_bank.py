@@ -53,6 +53,9 @@ def test_round_trip_through_the_cli(tmp_path, labels, capsys):
     exported = np.load(tmp_path / "x" / "qm9_000485.dft.npy")
     np.testing.assert_array_equal(exported, full.rho_dft)
     assert isinstance(open_labels(bank), Bank)
+    assert main(["predict", "qm9:485", "--reference", str(bank), "-o", str(tmp_path / "p.cube")]) == 0
+    line = capsys.readouterr().out
+    assert "% vs reference" in line and float(line.split("NMAE ")[1].split(" %")[0]) < 5.0
 
 
 def test_evaluate_and_train_read_a_bank(tmp_path, capsys, monkeypatch):
