@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.bank import open_labels  # noqa: E402
+from rhosr.density import nmae  # noqa: E402
 from rhosr.dft import build_cell, evaluate_density  # noqa: E402
 from rhosr.grid import box_for  # noqa: E402
 from rhosr.molecule import load_molecules  # noqa: E402
@@ -67,10 +68,6 @@ for key, spec in specs.items():
 np.savez(out, **arrays)
 print(json.dumps(seconds))
 """
-
-
-def nmae(a, b) -> float:
-    return float(np.abs(a - b).sum() / np.abs(b).sum())
 
 
 def cases(args) -> list[dict]:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rhosr import dft
+from rhosr.density import nmae
 from rhosr.grid import Grid, box_for
 from rhosr.orbitals import (basis_size, cache_path, density_from_record, orbital_density,
                             term_table)
@@ -15,10 +16,6 @@ OH = (["O", "H"], [[0, 0, 0], [0, 0, 0.97]])
 # one atom of each element beyond H C N O F that the data sets use
 MIXED = (["B", "Si", "P", "S", "Cl", "H", "C", "N", "O", "F", "Al", "Mg"],
          [[i * 1.6, (i % 3) * 1.1, (i % 2) * 0.9] for i in range(12)])
-
-
-def nmae(a, b):
-    return float(np.abs(a - b).sum() / np.abs(b).sum())
 
 
 def _placed(symbols, pos_ang):
