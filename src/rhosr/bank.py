@@ -38,7 +38,7 @@ import numpy as np
 
 from ._files import atomic_path
 from .store import (META_NAME, Record, Store, StoreError, attach_density, check_record,
-                    record_attrs, record_from_attrs)
+                    mo_spin, record_attrs, record_from_attrs)
 
 FORMAT = "rhosr-bank"
 FORMAT_VERSION = 1
@@ -256,8 +256,7 @@ def record_arrays(rec: Record) -> dict:
         f"{rec.id}/fine_mesh": np.asarray(rec.fine_mesh, dtype=np.int64),
         f"{rec.id}/mo_coeff": np.asarray(rec.mo_coeff, dtype=np.float32),
         f"{rec.id}/mo_occ": np.asarray(rec.mo_occ, dtype=np.float64),
-        f"{rec.id}/mo_spin": np.asarray(rec.mo_spin if rec.mo_spin is not None
-                                        else np.zeros(len(rec.mo_occ)), dtype=np.int8),
+        f"{rec.id}/mo_spin": mo_spin(rec),
     }
 
 

@@ -223,7 +223,7 @@ class Store:
             if rec.has_orbitals:
                 f.create_dataset("mo_coeff", data=np.asarray(rec.mo_coeff, dtype=np.float32))
                 f.create_dataset("mo_occ", data=np.asarray(rec.mo_occ, dtype=float))
-                f.create_dataset("mo_spin", data=_mo_spin(rec))
+                f.create_dataset("mo_spin", data=mo_spin(rec))
             f.create_dataset("symbols", data=np.array(rec.symbols, dtype="S3"))
             f.create_dataset("positions", data=np.asarray(rec.positions, dtype=float))
             f.create_dataset("cell", data=np.asarray(rec.cell, dtype=float))
@@ -290,11 +290,12 @@ def check_record(rec: Record) -> None:
         raise ValueError(f"{rec.id}: density shape {np.shape(rec.rho_dft)} != fine mesh {rec.fine_mesh}")
     if rec.has_orbitals:
         c, n = np.shape(rec.mo_coeff), np.shape(rec.mo_occ)
-        if len(c) != 2 or n != (c[1],) or np.shape(_mo_spin(rec)) != n:
+        if len(c) != 2 or n != (c[1],) or np.shape(mo_spin(rec)) != n:
             raise ValueError(f"{rec.id}: orbital shapes {c}, {n} do not match")
 
 
-def _mo_spin(rec: Record) -> np.ndarray:
+def mo_spin(rec: Record) -> np.ndarray:
+    """The spin channel of each orbital of an orbital record (int8; all 0 when unset)."""
     if rec.mo_spin is None:
         return np.zeros(len(rec.mo_occ), dtype=np.int8)
     return np.asarray(rec.mo_spin, dtype=np.int8)
