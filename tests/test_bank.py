@@ -156,3 +156,24 @@ def test_generate_never_relabels_what_the_bank_holds(tmp_path, labels, capsys):
                  "--no-progress"]) == 0
     assert "done 0, failed 0, skipped 2" in capsys.readouterr().out
     assert not list((store / "records").glob("*.h5"))
+
+
+def test_training_reads_two_banks(tmp_path, labels, capsys):
+    """rhosr train BANK BANK: the banks' molecules train as one pool or by --mix; an id in
+    both banks is refused."""
+    from rhosr.model import read_model_file
+
+    by_id = {r.id: r for r in labels}
+    add_records(tmp_path / "a", [by_id["qm9_000485"], by_id["qm9_128709"]], level_of_theory=THEORY)
+    add_records(tmp_path / "b", [by_id["qm9_000775"], by_id["qm9_130650"]], level_of_theory=THEORY)
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(run),
+                 "--preset", "tiny", "--steps", "2", "--mix", "1", "1", "--crop", "6",
+                 "--no-progress"]) == 0
+    data = read_model_file(run / "best.pt")["extra"]["training_data"]
+    assert data["molecules"] == 2 and data["mix"] == [1.0, 1.0]  # the test-split ids never train
+    assert [p.rsplit("/", 1)[-1] for p in data["store"]] == ["a", "b"]
+    add_records(tmp_path / "c", [by_id["qm9_000485"]], level_of_theory=THEORY)
+    assert main(["train", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "r2"),
+                 "--preset", "tiny", "--steps", "1", "--no-progress"]) == 2
+    assert "qm9_000485 is in both" in capsys.readouterr().err

@@ -166,3 +166,20 @@ def test_reading_and_predicting_do_not_import_pyscf():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyscf'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_ids_from_extxyz_and_ids_that_name_their_split(tmp_path):
+    from rhosr.molecule import InputError, load_molecules, split_of_id
+
+    frame = '2\nProperties=species:S:1:pos:R:3 id={} charge={} pbc="F F F"\nO 0 0 0\nH 0 0 0.97\n'
+    path = tmp_path / "two.xyz"
+    path.write_text(frame.format("anion-test-003", -1) + frame.format("anion-train-004", -1))
+    mols = load_molecules(str(path))
+    assert [m.id for m in mols] == ["anion-test-003", "anion-train-004"]
+    assert [m.charge for m in mols] == [-1, -1]
+    assert [split_of_id(m.id) for m in mols] == ["test", "train"]
+    assert split_of_id("qm9_120001") == "test" and split_of_id("S-val-12") == "val"
+    assert split_of_id("water") is None and split_of_id("S-tests-1") is None
+    path.write_text(frame.format("x", 0) + frame.format("x", 0))
+    with pytest.raises(InputError, match="id x appears twice"):
+        load_molecules(str(path))

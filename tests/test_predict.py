@@ -214,3 +214,27 @@ def test_bad_inputs_exit_2(files, tmp_path, capsys, case, monkeypatch):
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("rhosr predict: error:")
     assert not (tmp_path / "out.cube").exists()
+
+
+def test_unseen_element_or_charge_is_a_warning(tmp_path, capsys):
+    """The bundled model (QM9: H C N O F, neutral) warns on S and on an anion, in the
+    summary line, and still writes the density; a model that saw them does not warn."""
+    out = tmp_path / "x.cube"
+    assert main(["predict", "smiles:CS", "-o", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert "warning: the model was never trained on element S" in line and out.is_file()
+    assert main(["predict", "smiles:C[O-]", "-o", str(out)]) == 0
+    assert "never trained on charge -1" in capsys.readouterr().out
+    assert main(["predict", "smiles:CO", "-o", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+    net = build("tiny")
+    save_model(tmp_path / "m.pt", net, extra={"training_data": {
+        "elements": ["H", "C", "O", "S"], "charges": [-1, 0]}})
+    for smiles in ("CS", "C[O-]"):
+        assert main(["predict", "smiles:" + smiles, "--model", str(tmp_path / "m.pt"),
+                     "-o", str(out)]) == 0
+        assert "warning" not in capsys.readouterr().out
+    dens = predict("smiles:CS", model=str(tmp_path / "m.pt"))
+    assert "unseen" not in dens.meta
+    assert predict("smiles:CCl", model=str(tmp_path / "m.pt")).meta["unseen"] == {"elements": ["Cl"]}

@@ -271,3 +271,70 @@ def test_default_batch_is_one_on_a_cpu_and_a_resumed_runs(store, tmp_path):
     fresh = tmp_path / "fresh"
     train(store, fresh, preset="tiny", steps=1, progress=False, device="cpu")
     assert read_checkpoint(fresh / "last.pt")["training"]["args"]["batch"] == 1
+
+
+def test_mixed_position_interleaves_by_weight():
+    from rhosr.train import mixed_position
+
+    w = [0.25, 0.5, 0.25]
+    got = [mixed_position(g, w) for g in range(400)]
+    for s in range(3):
+        positions = [p for t, p in got if t == s]
+        assert positions == list(range(len(positions)))  # each stream in order, no gaps
+        assert abs(len(positions) - 400 * w[s]) <= 1
+    # every prefix keeps stream 0 within one sample of its share
+    n0 = np.cumsum([t == 0 for t, _ in got])
+    assert np.all(np.abs(n0 - 0.25 * np.arange(1, 401)) <= 1)
+    assert [mixed_position(g, [1.0, 0.0])[0] for g in range(5)] == [0] * 5
+
+
+def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
+    """Training reads two stores as one: --mix draws by weight, --ids filters, and the
+    model file records the elements and charges it has seen."""
+    from rhosr.bank import BankError, Union
+    from rhosr.model import seen_of
+    from rhosr.train import StepSamples, _training_ids
+
+    other = make_store(tmp_path / "other", [("S-train-000", "S"), ("S-train-001", "CS"),
+                                            ("S-test-002", "CCS"), ("anion-train-000", "[OH-]")],
+                       coarse=10)
+    both = Union([store.path, other.path])
+    train_ids, val_ids = _training_ids(both, None, 0.1)
+    # ids that name their split: the 'test' one never trains or validates
+    assert "S-test-002" not in train_ids + val_ids
+    assert set(train_ids) == {"qm9_000001", "qm9_000003", "S-train-000", "S-train-001",
+                              "anion-train-000"}
+    assert _training_ids(both, None, 0.1, ["qm9_*", "S-*"])[0] == [
+        "qm9_000001", "qm9_000003", "S-train-000", "S-train-001"]
+    with pytest.raises(BankError, match="both"):
+        Union([store.path, store.path])
+
+    result = train([store.path, other.path], tmp_path / "run", preset="tiny", steps=4,
+                   mix=[3, 1], ids=["qm9_*", "S-*"], val_every=4, progress=False)
+    extra = read_model_file(result["best"])["extra"]
+    assert extra["training_data"]["molecules"] == 4
+    assert seen_of(extra) == {"elements": ["H", "C", "O", "S"], "charges": [0]}
+    assert len(extra["training_data"]["store"]) == 2
+
+    # the sample order follows the weights: 3 of every 4 samples from the first store
+    from rhosr.train import _mix_streams
+
+    ds_ids = ["qm9_000001", "qm9_000003", "S-train-000", "S-train-001"]
+    streams = _mix_streams(both, ds_ids, [3, 1])
+    samples = StepSamples(type("D", (), {"__len__": lambda self: 4})(), 0, 1, streams)
+    picked = [ds_ids[samples.index(step, 0)] for step in range(40)]
+    assert sum(i.startswith("qm9_") for i in picked) == 30
+    assert set(picked) == set(ds_ids)
+
+    # CLI: two stores, a mix weight per store, @FILE patterns
+    (tmp_path / "ids.txt").write_text("qm9_*\nanion-*\n")
+    rc = cli_main(["train", str(store.path), str(other.path), "--out", str(tmp_path / "cli"),
+                   "--preset", "tiny", "--steps", "2", "--mix", "1", "1", "--ids",
+                   "@" + str(tmp_path / "ids.txt"), "--no-progress"])
+    assert rc == 0
+    extra = read_model_file(tmp_path / "cli" / "best.pt")["extra"]
+    assert seen_of(extra) == {"elements": ["H", "C", "O"], "charges": [-1, 0]}
+    rc = cli_main(["train", str(store.path), str(other.path), "--out", str(tmp_path / "bad"),
+                   "--preset", "tiny", "--steps", "2", "--mix", "1", "--no-progress"])
+    assert rc == 2
+    assert "--mix gives 1 weight(s) for 2 store(s)" in capsys.readouterr().err

@@ -68,10 +68,82 @@ def is_bank(path) -> bool:
 
 
 def open_labels(path):
-    """A :class:`Bank` or a :class:`rhosr.store.Store`, whichever ``path`` is."""
+    """A :class:`Bank` or a :class:`rhosr.store.Store`, whichever ``path`` is; several
+    paths (a list or tuple) are read as one :class:`Union`."""
     if hasattr(path, "ids") and hasattr(path, "read"):
         return path
+    if isinstance(path, (list, tuple)):
+        return path[0] if len(path) == 1 else Union(path)
     return Bank(path) if is_bank(path) else Store(path)
+
+
+class _Listing:
+    """Store-like listing over ``self._where`` (id -> where the record is) and ``read``."""
+
+    def ids(self) -> list[str]:
+        return sorted(self._where)
+
+    def __contains__(self, mol_id) -> bool:
+        return mol_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def records(self, ids=None, density: bool = True) -> Iterator[Record]:
+        for mol_id in (self.ids() if ids is None else ids):
+            yield self.read(mol_id, density=density)
+
+
+class Union(_Listing):
+    """Several stores or banks read as one (``rhosr train STORE STORE ...``).
+
+    Ids must be unique across the parts; ``part_of(id)`` says which part holds a
+    record, ``paths`` lists the parts' folders.
+    """
+
+    mode = "r"
+
+    def __init__(self, parts):
+        self.parts = [open_labels(p) for p in parts]
+        if not self.parts:
+            raise BankError("no stores given")
+        self._where: dict[str, int] = {}
+        for k, part in enumerate(self.parts):
+            for mol_id in part.ids():
+                if mol_id in self._where:
+                    other = self.parts[self._where[mol_id]].path
+                    raise BankError(f"{mol_id} is in both {other} and {part.path}: "
+                                    "the stores of one run must not share ids")
+                self._where[mol_id] = k
+        self.paths = [Path(p.path) for p in self.parts]
+        self.path = self.paths[0]
+
+    def __repr__(self) -> str:
+        return f"Union({[str(p) for p in self.paths]})"
+
+    def ids(self) -> list[str]:
+        """The parts' ids, part by part."""
+        return list(self._where)
+
+    def part_of(self, mol_id: str) -> int:
+        """Index of the part that holds ``mol_id``."""
+        if mol_id not in self._where:
+            raise KeyError(f"{mol_id}: no such record in {', '.join(map(str, self.paths))}")
+        return self._where[mol_id]
+
+    def read(self, mol_id: str, density: bool = True) -> Record:
+        return self.parts[self.part_of(mol_id)].read(mol_id, density=density)
+
+    def read_density(self, mol_id: str) -> np.ndarray:
+        return self.parts[self.part_of(mol_id)].read_density(mol_id)
+
+
+def store_paths(store) -> list[str]:
+    """The resolved folder(s) of a store, bank or :class:`Union`."""
+    return [str(Path(p).resolve()) for p in getattr(store, "paths", [store.path])]
 
 
 def sha256_file(path) -> str:
@@ -82,7 +154,7 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-class Bank:
+class Bank(_Listing):
     """Read (and append to) a label bank; reads like a :class:`rhosr.store.Store`."""
 
     mode = "r"
@@ -109,14 +181,15 @@ class Bank:
 
     @staticmethod
     def create(path, level_of_theory: dict, note: str = "") -> "Bank":
-        """A new, empty bank whose records must match ``level_of_theory``."""
+        """A new, empty bank whose records must match ``level_of_theory``; the folder
+        may already hold other files (a datasheet, the structures labelled)."""
         from ._version import __version__
 
         path = Path(path)
         if (path / BANK_META).exists():
             raise BankError(f"{path}: a bank already exists here")
-        if path.exists() and any(path.iterdir()):
-            raise BankError(f"{path}: a non-empty folder that is not a bank")
+        if path.exists() and ((path / META_NAME).exists() or any(path.glob("add-*"))):
+            raise BankError(f"{path}: a store or bank files are already here")
         path.mkdir(parents=True, exist_ok=True)
         info = {"format": FORMAT, "format_version": FORMAT_VERSION,
                 "created_by": f"rhosr {__version__}", "note": note,
@@ -136,19 +209,7 @@ class Bank:
                 raise BankError(f"{p}: unreadable manifest ({err})") from None
         return out
 
-    # ---- listing (Store's interface)
-
-    def ids(self) -> list[str]:
-        return sorted(self._where)
-
-    def __contains__(self, mol_id) -> bool:
-        return mol_id in self._where
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ids())
+    # ---- listing (Store's interface, with _Listing)
 
     def failures(self) -> dict:
         return {}
@@ -188,10 +249,6 @@ class Bank:
 
     def read_density(self, mol_id: str) -> np.ndarray:
         return self.read(mol_id).rho_dft
-
-    def records(self, ids=None, density: bool = True) -> Iterator[Record]:
-        for mol_id in (self.ids() if ids is None else ids):
-            yield self.read(mol_id, density=density)
 
     def check(self) -> list[str]:
         """Problems found (empty when sound): checksums, duplicate ids, level of theory."""

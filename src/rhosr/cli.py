@@ -106,18 +106,24 @@ def _add_generate(sub) -> None:
                    help="SCF start: PySCF's 'minao', or 'rhosr' (Kohn-Sham steps on the bundled "
                         "model's prediction; the same labels to the SCF tolerance)")
     p.add_argument("--skip-in", nargs="+", default=[], metavar="BANK",
-                   help="skip the molecules these banks (or stores) already hold: never relabel")
+                   help="skip the molecules these banks (or stores) already hold: never relabel "
+                        "(a folder that is not a bank yet skips nothing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_structure_options(p)
 
 
 def _run_generate(args) -> int:
-    from .bank import open_labels
+    from .bank import is_bank, open_labels
     from .generate import generate
+    from .store import META_NAME
 
     skip = set()
     for path in args.skip_in:
-        skip.update(open_labels(path).ids())
+        if not Path(path).is_dir():
+            raise InputError(f"--skip-in {path}: no such bank or store")
+        if is_bank(path) or (Path(path) / META_NAME).is_file():
+            skip.update(open_labels(path).ids())
+        # else a folder where a bank is yet to start (its datasheet, structures): nothing to skip
     summary = generate(
         args.sources, args.out, workers=args.workers, scheduler=args.scheduler,
         charge=args.charge, spin=args.spin, smearing=args.smearing, limit=args.limit,
@@ -214,7 +220,7 @@ def _run_info(args) -> int:
 
 def model_summary(path) -> list[str]:
     """Summary lines of a model file: preset, parameters, training data, best val NMAE."""
-    from .model import build, count_parameters, read_model_file
+    from .model import build, count_parameters, read_model_file, seen_of
 
     try:
         record = read_model_file(path)
@@ -236,6 +242,10 @@ def model_summary(path) -> list[str]:
         rng = data.get("id_range") or ["?", "?"]
         rows.append(("training data", f"{data.get('molecules')} molecules ({rng[0]} .. {rng[-1]}), "
                                       f"{data.get('val_molecules')} validation"))
+    seen = seen_of(extra)
+    if seen is not None:
+        rows.append(("seen", f"elements {' '.join(seen['elements'])}; charges "
+                             + " ".join(f"{c:+d}" if c else "0" for c in seen["charges"])))
     if "steps" in extra:
         rows.append(("training", f"{extra['steps']} steps, {float(extra.get('seconds', 0)) / 3600:.2f} h, "
                                  f"world size {extra.get('world_size', 1)}"))

@@ -73,7 +73,7 @@ def _refine(dens, mol, steps, mixing):
 def run_predict(args) -> int:
     from .cli_common import _density_info, _output_paths, _sidecar
     from .molecule import load_molecules
-    from .predict import predict_molecule, resolve_device, resolve_model
+    from .predict import predict_molecule, resolve_device, resolve_model, unseen_warning
 
     if args.max_memory is not None and not args.max_memory > 0:
         raise InputError(f"--max-memory must be > 0, got {args.max_memory}")
@@ -121,6 +121,8 @@ def run_predict(args) -> int:
                          f"{meta['energy_harris_hartree']:.6f} Ha)")
             if reference is not None:
                 line += f", NMAE {meta['reference_nmae_percent']:.3f} % vs reference"
+            if meta.get("unseen"):
+                line += "; " + unseen_warning(meta["unseen"])
             if args.png:
                 from .plot import plot_density
 

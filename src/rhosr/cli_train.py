@@ -32,10 +32,21 @@ def add_train(sub) -> None:
                     "1-110000, validate on 110001-120000, never touch the test split); other "
                     "records go to validation by a hash of their id (--val-fraction). Writes "
                     "RUN_DIR/best.pt, RUN_DIR/last.pt (model files that are also checkpoints) "
-                    "and RUN_DIR/metrics.csv. Several processes: "
+                    "and RUN_DIR/metrics.csv. Several stores or banks train as one; --mix sets "
+                    "the share of each, --ids which molecules train. Fine-tuning on your own "
+                    "data without forgetting QM9: rhosr train MINE data/qm9 --init default "
+                    "--mix 1 1 --out RUN. Several processes: "
                     "torchrun --nproc-per-node N -m rhosr train ...",
     )
-    p.add_argument("store", metavar="STORE", help="training store")
+    p.add_argument("store", metavar="STORE", nargs="+",
+                   help="training store(s) or bank(s); ids must be unique across them")
+    p.add_argument("--mix", type=float, nargs="+", default=None, metavar="W",
+                   help="share of training samples from each STORE, one weight per store "
+                        "(default: one pool of all their training molecules)")
+    p.add_argument("--ids", nargs="+", default=None, metavar="PATTERN",
+                   help="only training molecules whose id matches one of these glob patterns "
+                        "(e.g. 'qm9_*' 'S-train-01?'); @FILE reads patterns from a file, one "
+                        "per line; validation is not filtered")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help=f"model preset (default: {DEFAULT_PRESET}, or the --init file's)")
@@ -82,13 +93,13 @@ def run_train(args) -> int:
             workers = int(workers)
         except ValueError:
             raise InputError(f"--workers must be an integer or 'auto', not {workers!r}") from None
-    for name in ("store", "val_store"):
-        path = getattr(args, name)
+    for path in [*args.store, args.val_store]:
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{path}: not a rhosr store or bank")
     init = None if args.init is None else model_file(args.init, "--init")
     result = train(
-        open_labels(args.store), args.out, preset=args.preset, steps=args.steps, minutes=args.minutes,
+        open_labels(args.store), args.out, preset=args.preset, mix=args.mix,
+        ids=_id_patterns(args.ids), steps=args.steps, minutes=args.minutes,
         seed=args.seed, resume=args.resume, init=init, freeze=args.freeze,
         val_store=None if args.val_store is None else open_labels(args.val_store),
         val_fraction=args.val_fraction, lr=args.lr, batch=args.batch, val_every=args.val_every,
@@ -109,6 +120,23 @@ def run_train(args) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _id_patterns(values):
+    """--ids values, with @FILE expanded to the file's non-empty lines."""
+    if values is None:
+        return None
+    out = []
+    for v in values:
+        if v.startswith("@"):
+            try:
+                lines = Path(v[1:]).read_text().split()
+            except OSError as err:
+                raise InputError(f"--ids {v}: {err.strerror or err}") from None
+            out.extend(lines)
+        else:
+            out.append(v)
+    return out
 
 
 # ---------------------------------------------------------------- evaluate

@@ -430,11 +430,39 @@ def read_model_file(path, map_location="cpu") -> dict:
     return record
 
 
+#: What QM9 holds: for model files whose training data predate the ``elements`` entry.
+QM9_SEEN = {"elements": ["H", "C", "N", "O", "F"], "charges": [0]}
+
+
+def seen_of(extra) -> dict | None:
+    """``{"elements": [...], "charges": [...]}`` of a model file's training data (its
+    ``extra``), or None when the file does not say.  Files trained on QM9 ids only
+    (``qm9_*``) before the entry existed count as QM9's elements, neutral."""
+    data = (extra or {}).get("training_data") or {}
+    if isinstance(data.get("elements"), list) and isinstance(data.get("charges"), list):
+        return {"elements": [str(e) for e in data["elements"]],
+                "charges": sorted(int(c) for c in data["charges"])}
+    ids = data.get("ids") or data.get("id_range") or []
+    if ids and all(str(i).startswith("qm9_") for i in ids):
+        return {k: list(v) for k, v in QM9_SEEN.items()}
+    return None
+
+
+def merge_seen(*seen) -> dict | None:
+    """The union of several :func:`seen_of` results (None if any is unknown)."""
+    if any(s is None for s in seen):
+        return None
+    from .elements import atomic_number
+
+    elements = sorted({e for s in seen for e in s["elements"]}, key=atomic_number)
+    return {"elements": elements, "charges": sorted({int(c) for s in seen for c in s["charges"]})}
+
+
 def load_model(path, map_location="cpu") -> DensityNet:
     """Rebuild a network from a file written by :func:`save_model`, in eval mode.
 
     The state dict is loaded strictly; use :func:`read_model_file` for
-    ``extra`` and ``versions``.
+    ``extra`` and ``versions``.  ``model.seen`` is :func:`seen_of` the file.
     """
     record = read_model_file(path, map_location=map_location)
     model = build(record["config"])
@@ -444,4 +472,5 @@ def load_model(path, map_location="cpu") -> DensityNet:
         raise ValueError(f"{path}: weights do not match the stored config: {exc}") from exc
     if isinstance(map_location, (str, torch.device)):
         model = model.to(map_location)
+    model.seen = seen_of(record["extra"])  # elements and charges of its training data
     return model.eval()

@@ -10,7 +10,8 @@ A structure argument is one of
   (dsgdb9nsd numbering) read offline from the ``qm9pack`` package.
 
 Every molecule carries a stable id: the file stem (``stem_fN`` for frame N of
-a multi-frame file), ``qm9_000001``, or ``smiles_<10 hex digits>``.
+a multi-frame file; an extended-xyz frame's own ``id=...`` wins), ``qm9_000001``, or
+``smiles_<10 hex digits>``.
 
 Problems with the input raise :class:`InputError`, whose message is one line
 meant for the user; the command line turns it into exit status 2.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -257,9 +259,14 @@ def from_file(path: str) -> list[Molecule]:
     if not frames or all(len(a) == 0 for a in frames):
         raise InputError(f"{path}: no atoms in file")
     stem = _safe_id(p.stem)
-    mols = []
+    mols, ids = [], set()
     for k, atoms in enumerate(frames):
         mol_id = stem if len(frames) == 1 else f"{stem}_f{k}"
+        if str(atoms.info.get("id", "")).strip():
+            mol_id = _safe_id(str(atoms.info["id"]).strip())
+            if mol_id in ids:
+                raise InputError(f"{path}: frame {k}: id {mol_id} appears twice")
+        ids.add(mol_id)
         charge = int(round(float(atoms.info.get("charge", 0) or 0)))
         mols.append(from_atoms(atoms, mol_id, str(p), charge=charge))
     return mols
@@ -479,7 +486,16 @@ def qm9_split(index: int) -> str:
     raise ValueError(f"QM9 index {index} outside 1-{QM9_SIZE}")
 
 
+#: Ids that carry their split: ``<set>-<train|val|test>-<number>`` (e.g. ``S-test-003``, the
+#: beyond-QM9 set of ``scripts/exotic_set.py``).
+_SPLIT_ID = re.compile(r"^[A-Za-z0-9]+-(train|val|test)-[0-9]+$")
+
+
 def split_of_id(mol_id: str) -> str | None:
-    """Split of a QM9 molecule id (``qm9_000123``), None for other ids."""
+    """Split of a QM9 molecule id (``qm9_000123``) or of an id that names its split
+    (``<set>-<train|val|test>-<number>``); None for other ids."""
     index = qm9_index_of(mol_id)
-    return None if index is None else qm9_split(index)
+    if index is not None:
+        return qm9_split(index)
+    named = _SPLIT_ID.match(str(mol_id))
+    return None if named is None else named.group(1)

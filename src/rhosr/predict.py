@@ -301,7 +301,40 @@ def predict_molecule(mol: Molecule, net, *, model_name: str = "", device="cpu",
         "id": mol.id, "model": model_name, "seconds": seconds, "electrons": electrons,
         "device": str(device), "symmetrized": bool(symmetrize), **info,
     }
+    unseen = unseen_by(net, mol)
+    if unseen:
+        meta["unseen"] = unseen
     return Density(rho, fine, tuple(mol.symbols), pos, int(mol.charge), meta)
+
+
+def unseen_by(net, mol: Molecule) -> dict:
+    """What of ``mol`` the network's training data never held: ``{"elements": [...],
+    "charges": [...]}`` with the non-empty entries only; {} when all was seen or the
+    model file does not say (``net.seen``, see :func:`rhosr.model.seen_of`)."""
+    seen = getattr(net, "seen", None)
+    if not seen:
+        return {}
+    out = {}
+    elements = [e for e in dict.fromkeys(mol.symbols) if e not in seen["elements"]]
+    if elements:
+        out["elements"] = elements
+    if int(mol.charge) not in seen["charges"]:
+        out["charges"] = [int(mol.charge)]
+    return out
+
+
+def unseen_warning(unseen: dict) -> str:
+    """'' or a short sentence for a summary line from :func:`unseen_by`."""
+    if not unseen:
+        return ""
+    what = []
+    if unseen.get("elements"):
+        what.append("element" + ("s " if len(unseen["elements"]) > 1 else " ")
+                    + ", ".join(unseen["elements"]))
+    if unseen.get("charges"):
+        what.append(f"charge {unseen['charges'][0]:+d}")
+    return "warning: the model was never trained on " + " or ".join(what) + \
+        " (expect a larger error; fine-tune with rhosr train --init)"
 
 
 def predict(structure, model="default", charge=None, spin=None, device="auto",

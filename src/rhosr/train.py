@@ -41,9 +41,10 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from .bank import store_paths
 from .dataset import DensityDataset, select_ids
 from .model import (DEFAULT_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, build, count_parameters,
-                    make_config, read_model_file)
+                    make_config, merge_seen, read_model_file, seen_of)
 from .molecule import InputError, split_of_id
 
 from .config import (  # noqa: E402 -- re-exported
@@ -348,7 +349,21 @@ def _open_store(store):
     return open_labels(store)
 
 
-def _training_ids(store, val_store, val_fraction):
+def _matching(ids, patterns):
+    """The ids that match one of the glob patterns (all ids when ``patterns`` is empty)."""
+    if not patterns:
+        return list(ids)
+    import fnmatch
+
+    return [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
+
+
+def _training_ids(store, val_store, val_fraction, patterns=()):
+    train_ids, val_ids = _split_ids(store, val_store, val_fraction)
+    return _matching(train_ids, patterns), val_ids
+
+
+def _split_ids(store, val_store, val_fraction):
     ids = store.ids()
     if val_store is None:
         train_ids = select_ids(ids, "train", val_fraction)
@@ -372,16 +387,23 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
           warmup: float = 0.05, augment: bool = True, crop=None, val_max=None,
           checkpoint_every=None, checkpoint_minutes: float = 10.0, stop_after=None,
           progress: bool = True, sad_variant: str = "paper", cache=True,
-          workers="auto") -> dict:
+          workers="auto", mix=None, ids=None) -> dict:
     """Train a network on the records of a store; returns a summary dict.
 
     Parameters
     ----------
-    store, val_store : Store or path
-        Training records (QM9 ids: split 'train' only; others: all but the
-        ``val_fraction`` hashed to validation).  Validation: QM9 'val' records
-        and the hashed fraction, or, with ``val_store``, that store's records
-        (QM9 'test' excluded).
+    store, val_store : Store or path; ``store`` may also be a list of them, read as one
+        (:class:`rhosr.bank.Union`; ids must be unique across them).
+        Training records (QM9 ids and ids that name their split: split 'train' only;
+        others: all but the ``val_fraction`` hashed to validation).  Validation: the
+        'val' records, or, with ``val_store``, that store's records ('test' excluded).
+    mix : list of float, optional
+        With several stores: the share of training samples drawn from each (one weight
+        per store, normalised); each store's molecules in a seeded order per pass.
+        Default: one pool of all their training molecules.
+    ids : list of str, optional
+        Glob patterns (``fnmatch``): only training records whose id matches one of them
+        train (e.g. ``["qm9_*", "S-train-0[12]?"]``); validation is not filtered.
     out_dir : path
         Run directory: ``last.pt``, ``best.pt``, ``metrics.csv`` (and
         TensorBoard events if ``tensorboard`` is installed).
@@ -492,9 +514,12 @@ class _Run:
         o = self.o
         self.store = _open_store(o.store)
         self.val_store = _open_store(o.val_store) if o.val_store is not None else None
-        self.train_ids, self.val_ids = _training_ids(self.store, self.val_store, o.val_fraction)
+        self.train_ids, self.val_ids = _training_ids(self.store, self.val_store, o.val_fraction,
+                                                     o.ids or ())
         if not self.train_ids:
-            raise InputError(f"{self.store.path}: no training molecules (QM9 val/test ids never train)")
+            raise InputError(f"{self.store.path}: no training molecules (QM9 val/test ids never "
+                             "train" + (", and --ids matched none)" if o.ids else ")"))
+        self.streams = _mix_streams(self.store, self.train_ids, o.mix)
         if o.val_max is not None:
             self.val_ids = self.val_ids[: int(o.val_max)]
 
@@ -526,6 +551,7 @@ class _Run:
         self.model = build(self.config)
         if init_record is not None:
             self.model.load_state_dict(init_record["state_dict"], strict=True)
+        self.seen = _seen(self.store, self.train_ids, init_record, self.ckpt)
         self.frozen = freeze_parameters(self.model, o.freeze)
         self.model.to(self.device).train()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -589,7 +615,7 @@ class _Run:
             per_rank = max((os.cpu_count() or 1) // max(world.world, 1), 1)
             workers = min(4, per_rank - 1) if self.device.type == "cuda" else 0
         self.samples = _step_samples(train_ds, o.seed, o.batch, self.step, self.my_js,
-                                     int(workers), self.device.type == "cuda")
+                                     int(workers), self.device.type == "cuda", self.streams)
 
     def _setup_logging(self):
         self.metrics = self.tb = self.bar = None
@@ -622,16 +648,18 @@ class _Run:
             "augment": o.augment, "crop": o.crop, "val_fraction": o.val_fraction,
             "init": None if o.init is None else str(o.init), "freeze": list(o.freeze),
             "sad_variant": o.sad_variant, "normalize": True, "world_size": self.world.world,
-            "device": self.device.type,
+            "device": self.device.type, "mix": o.mix, "ids": o.ids,
         }
 
     def extra(self, seconds) -> dict:
         o = self.o
+        paths = store_paths(self.store)
         data_info = {
-            "store": str(Path(self.store.path).resolve()), "molecules": len(self.train_ids),
+            "store": paths[0] if len(paths) == 1 else paths, "molecules": len(self.train_ids),
             "id_range": [min(self.train_ids), max(self.train_ids)],
-            "val_store": None if self.val_store is None else str(Path(self.val_store.path).resolve()),
+            "val_store": None if self.val_store is None else store_paths(self.val_store)[0],
             "val_molecules": len(self.val_ids), "val_fraction": o.val_fraction,
+            "mix": o.mix, "ids_patterns": o.ids, **self.seen,
         }
         return {
             "preset": self.preset_name,
@@ -789,24 +817,88 @@ class _Run:
         }
 
 
+def _seen(store, train_ids, init_record, ckpt) -> dict:
+    """Elements and charges of the training molecules, with those the start model saw
+    (the ``elements`` and ``charges`` entries of the model file); {} when the start
+    model's are unknown."""
+    elements, charges = set(), set()
+    for rec in store.records(train_ids, density=False):
+        elements.update(rec.symbols)
+        charges.add(int(rec.charge))
+    here = {"elements": sorted(elements), "charges": sorted(charges)}
+    before = [seen_of(r["extra"]) for r in (init_record, ckpt) if r is not None]
+    return merge_seen(here, *before) or {}
+
+
+def _mix_streams(store, train_ids, mix):
+    """None, or ([dataset indices of each store's training molecules], [weights])."""
+    if mix is None:
+        return None
+    parts = getattr(store, "parts", [store])
+    if len(mix) != len(parts):
+        raise InputError(f"--mix gives {len(mix)} weight(s) for {len(parts)} store(s)")
+    if any(not math.isfinite(w) or w < 0 for w in mix) or sum(mix) <= 0:
+        raise InputError(f"--mix weights must be >= 0 with a positive sum, got {list(mix)}")
+    where = store.part_of if len(parts) > 1 else (lambda _i: 0)
+    streams = [[] for _ in parts]
+    for k, mol_id in enumerate(train_ids):
+        streams[where(mol_id)].append(k)
+    for part, stream, w in zip(parts, streams, mix):
+        if w > 0 and not stream:
+            raise InputError(f"{part.path}: --mix weight {w} but no training molecules there")
+    total = float(sum(mix))
+    return streams, [w / total for w in mix]
+
+
+def mixed_position(g: int, weights) -> tuple[int, int]:
+    """(stream, position in it) of sample ``g`` when the streams are interleaved by weight.
+
+    Stream 0 takes the samples where ``round(g * w0)`` steps up (its share of every
+    prefix is within one sample of ``w0``), the other streams share the rest the same
+    way, recursively: a pure function of ``g``."""
+    rest = 1.0
+    for s, w in enumerate(weights[:-1]):
+        share = min(w / rest, 1.0) if rest > 0 else 0.0
+        before = math.floor(g * share + 0.5)
+        if math.floor((g + 1) * share + 0.5) > before:
+            return s, before
+        g -= before
+        rest -= w
+    return len(weights) - 1, g
+
+
 class StepSamples(torch.utils.data.Dataset):
     """Training samples keyed by ``(step, j)``: molecule j of optimizer step ``step``.
 
     The molecule is entry ``step * batch + j`` of the epoch-wise seeded
     permutation of ``dataset`` (epoch e: ``default_rng([seed, 1, e])``), its
     augmentation drawn from ``default_rng([seed, 2, step, j])``: a pure
-    function of the key, so workers, ranks and resumed runs agree."""
+    function of the key, so workers, ranks and resumed runs agree.  With
+    ``streams`` (a mix of stores, see :func:`mixed_position`), sample
+    ``step * batch + j`` goes to a stream by weight, and to entry p of that
+    stream's own seeded permutation per pass (``default_rng([seed, 1, s, e])``)."""
 
-    def __init__(self, dataset: DensityDataset, seed: int, batch: int):
+    def __init__(self, dataset: DensityDataset, seed: int, batch: int, streams=None):
         self.dataset, self.seed, self.batch = dataset, int(seed), int(batch)
-        self._epoch, self._perm = None, None
+        self.streams = streams
+        self._perms: dict = {}
+
+    def _perm(self, key, n):
+        if key not in self._perms:
+            if len(self._perms) > 16:
+                self._perms.clear()
+            self._perms[key] = np.random.default_rng([self.seed, 1, *key]).permutation(n)
+        return self._perms[key]
 
     def index(self, step: int, j: int) -> int:
-        epoch, k = divmod(step * self.batch + j, len(self.dataset))
-        if self._epoch != epoch:
-            self._perm = np.random.default_rng([self.seed, 1, epoch]).permutation(len(self.dataset))
-            self._epoch = epoch
-        return int(self._perm[k])
+        g = step * self.batch + j
+        if self.streams is None:
+            epoch, k = divmod(g, len(self.dataset))
+            return int(self._perm((epoch,), len(self.dataset))[k])
+        members, weights = self.streams
+        s, p = mixed_position(g, weights)
+        epoch, k = divmod(p, len(members[s]))
+        return int(members[s][self._perm((s, epoch), len(members[s]))[k]])
 
     def __getitem__(self, key):
         step, j = (int(k) for k in key)
@@ -824,12 +916,12 @@ def _keys(start: int, js):
         step += 1
 
 
-def _step_samples(dataset, seed, batch, start, js, workers: int, pin: bool):
+def _step_samples(dataset, seed, batch, start, js, workers: int, pin: bool, streams=None):
     """Iterator over this rank's samples from step ``start`` on (``workers``
     processes prefetching when > 0)."""
     if not js:
         return iter(())
-    source = StepSamples(dataset, seed, batch)
+    source = StepSamples(dataset, seed, batch, streams)
     if workers <= 0:
         return (source[k] for k in _keys(start, js))
     loader = torch.utils.data.DataLoader(
