@@ -183,3 +183,19 @@ def test_ids_from_extxyz_and_ids_that_name_their_split(tmp_path):
     path.write_text(frame.format("x", 0) + frame.format("x", 0))
     with pytest.raises(InputError, match="id x appears twice"):
         load_molecules(str(path))
+
+
+def test_group_of_id_and_group_summary():
+    from rhosr.evaluate import group_summary
+    from rhosr.molecule import group_of_id
+
+    assert [group_of_id(i) for i in ("qm9_000001", "S-test-003", "anion-train-12", "water")] == [
+        "qm9", "S", "anion", None]
+    rows = [{"id": "S-test-000", "nmae_percent": 2.0, "sad_nmae_percent": 10.0},
+            {"id": "qm9_120001", "nmae_percent": 1.0, "sad_nmae_percent": 12.0},
+            {"id": "S-test-001", "nmae_percent": 4.0, "sad_nmae_percent": 14.0},
+            {"id": "water", "nmae_percent": 3.0, "sad_nmae_percent": 9.0}]
+    assert group_summary(rows) == {
+        "S": {"n": 2, "mean_nmae_percent": 3.0, "mean_sad_nmae_percent": 12.0},
+        "qm9": {"n": 1, "mean_nmae_percent": 1.0, "mean_sad_nmae_percent": 12.0},
+        "other": {"n": 1, "mean_nmae_percent": 3.0, "mean_sad_nmae_percent": 9.0}}

@@ -46,7 +46,9 @@ def add_train(sub) -> None:
     p.add_argument("--ids", nargs="+", default=None, metavar="PATTERN",
                    help="only training molecules whose id matches one of these glob patterns "
                         "(e.g. 'qm9_*' 'S-train-01?'); @FILE reads patterns from a file, one "
-                        "per line; validation is not filtered")
+                        "per line")
+    p.add_argument("--val-ids", nargs="+", default=None, metavar="PATTERN",
+                   help="the same for the validation molecules")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
                    help=f"model preset (default: {DEFAULT_PRESET}, or the --init file's)")
@@ -99,7 +101,8 @@ def run_train(args) -> int:
     init = None if args.init is None else model_file(args.init, "--init")
     result = train(
         open_labels(args.store), args.out, preset=args.preset, mix=args.mix,
-        ids=_id_patterns(args.ids), steps=args.steps, minutes=args.minutes,
+        ids=_id_patterns(args.ids), val_ids=_id_patterns(args.val_ids), steps=args.steps,
+        minutes=args.minutes,
         seed=args.seed, resume=args.resume, init=init, freeze=args.freeze,
         val_store=None if args.val_store is None else open_labels(args.val_store),
         val_fraction=args.val_fraction, lr=args.lr, batch=args.batch, val_every=args.val_every,

@@ -38,8 +38,9 @@ def _load(model_or_path, device):
 
 
 def split_ids(ids, split: str, val_fraction: float = 0.1) -> list[str]:
-    """Ids of a split: 'val' (QM9 val split and the hashed ``val_fraction`` of
-    other ids, as in training), 'test' (QM9 test split only), 'all'."""
+    """Ids of a split: 'val' (QM9 val split, ids like ``S-val-003``, and the hashed
+    ``val_fraction`` of other ids, as in training), 'test' (QM9 test split and ids like
+    ``S-test-003``), 'all'."""
     if split not in SPLITS:
         raise InputError(f"split must be one of {SPLITS}, not {split!r}")
     if split == "all":
@@ -105,7 +106,8 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
     chosen = list(ids) if ids is not None else split_ids(store.ids(), split, val_fraction)
     if not chosen:
         raise InputError(f"{store.path}: no molecules in split {split!r}"
-                         + (" (non-QM9 ids have no test split; use --split all)"
+                         + (" (only QM9 ids and ids like S-test-003 have a test split; "
+                            "use --split all)"
                             if split == "test" else ""))
     normalize = bool(extra.get("normalize", True))
     sad_variant = extra.get("sad_variant", "paper")
@@ -138,12 +140,27 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
         "median_nmae_percent": float(np.median(err)),
         "max_nmae_percent": float(err.max()),
         "mean_sad_nmae_percent": float(sad.mean()),
+        "groups": group_summary(rows),
     }
     return {
         "model": model_path, "preset": extra.get("preset"), "store": str(store.path),
         "split": split if ids is None else "ids", "device": str(dev),
         "molecules": rows, "summary": summary,
     }
+
+
+def group_summary(rows) -> dict:
+    """{group: {n, mean_nmae_percent, mean_sad_nmae_percent}} of evaluated molecules by
+    :func:`rhosr.molecule.group_of_id` ('qm9', 'S', 'anion', ...; 'other' for the rest),
+    in order of first appearance."""
+    from .molecule import group_of_id
+
+    groups: dict[str, list] = {}
+    for r in rows:
+        groups.setdefault(group_of_id(r["id"]) or "other", []).append(r)
+    return {g: {"n": len(rs), "mean_nmae_percent": float(np.mean([r["nmae_percent"] for r in rs])),
+                "mean_sad_nmae_percent": float(np.mean([r["sad_nmae_percent"] for r in rs]))}
+            for g, rs in groups.items()}
 
 
 def format_table(result: dict, max_rows: int = 50) -> str:
@@ -162,4 +179,9 @@ def format_table(result: dict, max_rows: int = 50) -> str:
     lines.append(f"{s['n']} molecules ({result['split']}): NMAE mean {s['mean_nmae_percent']:.3f} %, "
                  f"median {s['median_nmae_percent']:.3f} %, max {s['max_nmae_percent']:.3f} %; "
                  f"SAD mean {s['mean_sad_nmae_percent']:.3f} %")
+    groups = s.get("groups") or {}
+    if len(groups) > 1:
+        for g, v in groups.items():
+            lines.append(f"  {g}: {v['n']} molecules, NMAE mean {v['mean_nmae_percent']:.3f} %, "
+                         f"SAD mean {v['mean_sad_nmae_percent']:.3f} %")
     return "\n".join(lines)

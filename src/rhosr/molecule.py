@@ -491,6 +491,14 @@ def qm9_split(index: int) -> str:
 _SPLIT_ID = re.compile(r"^[A-Za-z0-9]+-(train|val|test)-[0-9]+$")
 
 
+def group_of_id(mol_id: str) -> str | None:
+    """'qm9' for QM9 ids, ``<set>`` for ids that name their split (``S`` of ``S-test-003``),
+    None for other ids."""
+    if qm9_index_of(mol_id) is not None:
+        return "qm9"
+    return str(mol_id).split("-", 1)[0] if _SPLIT_ID.match(str(mol_id)) else None
+
+
 def split_of_id(mol_id: str) -> str | None:
     """Split of a QM9 molecule id (``qm9_000123``) or of an id that names its split
     (``<set>-<train|val|test>-<number>``); None for other ids."""

@@ -358,9 +358,9 @@ def _matching(ids, patterns):
     return [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
 
 
-def _training_ids(store, val_store, val_fraction, patterns=()):
+def _training_ids(store, val_store, val_fraction, patterns=(), val_patterns=()):
     train_ids, val_ids = _split_ids(store, val_store, val_fraction)
-    return _matching(train_ids, patterns), val_ids
+    return _matching(train_ids, patterns), _matching(val_ids, val_patterns)
 
 
 def _split_ids(store, val_store, val_fraction):
@@ -387,7 +387,7 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
           warmup: float = 0.05, augment: bool = True, crop=None, val_max=None,
           checkpoint_every=None, checkpoint_minutes: float = 10.0, stop_after=None,
           progress: bool = True, sad_variant: str = "paper", cache=True,
-          workers="auto", mix=None, ids=None) -> dict:
+          workers="auto", mix=None, ids=None, val_ids=None) -> dict:
     """Train a network on the records of a store; returns a summary dict.
 
     Parameters
@@ -403,7 +403,9 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
         Default: one pool of all their training molecules.
     ids : list of str, optional
         Glob patterns (``fnmatch``): only training records whose id matches one of them
-        train (e.g. ``["qm9_*", "S-train-0[12]?"]``); validation is not filtered.
+        train (e.g. ``["qm9_*", "S-train-0[12]?"]``).
+    val_ids : list of str, optional
+        The same for the validation records.
     out_dir : path
         Run directory: ``last.pt``, ``best.pt``, ``metrics.csv`` (and
         TensorBoard events if ``tensorboard`` is installed).
@@ -515,7 +517,7 @@ class _Run:
         self.store = _open_store(o.store)
         self.val_store = _open_store(o.val_store) if o.val_store is not None else None
         self.train_ids, self.val_ids = _training_ids(self.store, self.val_store, o.val_fraction,
-                                                     o.ids or ())
+                                                     o.ids or (), o.val_ids or ())
         if not self.train_ids:
             raise InputError(f"{self.store.path}: no training molecules (QM9 val/test ids never "
                              "train" + (", and --ids matched none)" if o.ids else ")"))
@@ -648,7 +650,7 @@ class _Run:
             "augment": o.augment, "crop": o.crop, "val_fraction": o.val_fraction,
             "init": None if o.init is None else str(o.init), "freeze": list(o.freeze),
             "sad_variant": o.sad_variant, "normalize": True, "world_size": self.world.world,
-            "device": self.device.type, "mix": o.mix, "ids": o.ids,
+            "device": self.device.type, "mix": o.mix, "ids": o.ids, "val_ids": o.val_ids,
         }
 
     def extra(self, seconds) -> dict:
