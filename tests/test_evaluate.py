@@ -45,7 +45,8 @@ def test_evaluate_untrained_equals_sad(store, untrained):
         assert abs(m["electron_error"]) < 1e-4
     s = res["summary"]
     assert set(s) == {"n", "mean_nmae_percent", "median_nmae_percent", "max_nmae_percent",
-                      "mean_sad_nmae_percent"}
+                      "mean_sad_nmae_percent", "groups"}
+    assert s["groups"]["qm9"]["n"] == 4
     assert s["n"] == 4 and s["max_nmae_percent"] >= s["median_nmae_percent"] > 0
     text = format_table(res)
     assert "qm9_120001" in text and "4 molecules" in text
