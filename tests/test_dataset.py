@@ -134,3 +134,34 @@ def test_split_selection():
     assert val == select_ids(list(reversed(others)), "val", 0.1)[::-1]  # by id, not by position
     assert all(role_of_id(i, 0.0) == "train" for i in others[:50])
     assert 0.0 <= hashed_fraction("x") < 1.0
+
+
+def test_element_channels_move_with_the_molecule(tmp_path):
+    """inputs='sad+elements': channel 0 is the SAD, then the O and H parts (other
+    channels zero); after a symmetry, a shift and a crop they are the parts of the moved
+    molecule, cut like the SAD."""
+    from rhosr.sad import element_parts
+
+    st = _synthetic_store(tmp_path / "store", coarse=(20, 7, 20))
+    ds = DensityDataset(st, inputs="sad+elements", crop=4, halo=3)
+    plain = DensityDataset(st, inputs="sad+elements").sample(0)
+    c = plain["sad_coarse"]
+    assert c.shape == (7, 20, 7, 20)
+    assert torch.equal(c[0], plain["sad_fine"][0, ::2, ::2, ::2])
+    assert c[1].sum() > 0 and c[4].sum() > 0  # H and O
+    assert c[2].sum() == c[3].sum() == c[5].sum() == c[6].sum() == 0
+    # the parts add up to the SAD within its normalisation (each part is normalised alone)
+    torch.testing.assert_close(c[1:].sum(0), c[0], rtol=1e-2, atol=1e-5)
+    rec = st.read("h2o")
+    op, shift = CUBE_SYMMETRIES[29], (2, 1, 3)
+    moved = ds.sample(0, op, shift, crop_start=(5, 0, 11))
+    coarse_mesh = (20, 7, 20)
+    pos, cell = transform_positions(rec.positions, rec.grid.cell, op, shift, coarse_mesh)
+    mesh = tuple(coarse_mesh[p] for p in op[0])
+    direct = element_parts(rec.symbols, pos, Grid(tuple(cell), mesh))
+    # the window: 4 + 2 halo from crop_start - halo, or the whole axis where that is longer
+    size = [n if 4 + 6 >= n else 10 for n in mesh]
+    start = [0 if 4 + 6 >= n else c - 3 for c, n in zip((5, 0, 11), mesh)]
+    np.testing.assert_allclose(moved["sad_coarse"][1:].numpy(),
+                               periodic_window(direct, start, size, 1), rtol=0, atol=1e-5)
+    assert moved["sad_coarse"].shape[1:] == tuple(n // 2 for n in moved["sad_fine"].shape[1:])

@@ -317,3 +317,58 @@ def test_periodic_conv_takes_onednn_and_matches_the_reference_kernel():
     # periodic: shifting the input by whole voxels shifts the output
     shifted = conv(torch.roll(x, shifts=(2, -3), dims=(2, 4)))
     assert torch.allclose(shifted, torch.roll(y, shifts=(2, -3), dims=(2, 4)), atol=1e-5)
+
+
+# ---------------------------------------------------------------- the bake-off's designs
+
+
+def test_new_designs_shapes_untrained_sad_and_round_trip(tmp_path):
+    """sad-unet (odd meshes too), the point-wise fine terms and element channels: the
+    right shapes, an untrained net returns the SAD, and a file round trip."""
+    for preset, channels in (("tiny-unet", 7), ("unet", 1), ("sr-fine", 1), ("sr-elements", 7)):
+        config = make_config(preset)
+        assert config.input_channels == channels
+        g = torch.Generator().manual_seed(1)
+        coarse = torch.rand((1, channels, 7, 6, 5), generator=g)
+        fine = torch.rand((1, 1, 14, 12, 10), generator=g)
+        net = build(preset)
+        with torch.no_grad():
+            out = net(coarse, fine, torch.tensor([9.0]), torch.tensor([0.01]))
+        ref = fine * (9.0 / (fine.double().sum() * 0.01)).float()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        make(preset, seed=2)  # random tail: the path through the body is live
+        with pytest.raises(ValueError, match=f"must be \\(B, {channels}"):
+            net(torch.rand(1, channels + 1, 7, 6, 5), fine)
+    assert not is_local("unet") and is_local("sr-fine") and is_local("sr-elements")
+    net = make("tiny-unet", seed=4)
+    save_model(tmp_path / "u.pt", net)
+    back = load_model(tmp_path / "u.pt")
+    assert back.config == net.config and back.config.widths == (8, 8)
+    coarse = torch.rand((1, 7, 5, 5, 5))
+    fine = torch.rand((1, 1, 10, 10, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(back(coarse, fine), net(coarse, fine))
+    with pytest.raises(ValueError, match="widths"):
+        make_config("sr", widths=(8,))
+    with pytest.raises(ValueError, match="widths"):
+        make_config("unet", widths=())
+
+
+def test_fine_terms_follow_the_fine_sad():
+    """With fine_channels the correction is z0 + z1·sqrt(sad_fine) (+ z2·sad_fine ...), so
+    it varies inside a coarse voxel with the fine SAD; without, sqrt(out) - sqrt(sad) is
+    the same for any fine SAD."""
+    torch.manual_seed(0)
+    net = build("sr-fine")
+    torch.nn.init.normal_(net.tail.weight, std=0.05)
+    coarse, fine = inputs((4, 4, 4))
+    fine = fine + 1.0  # sqrt(sad) + correction > 0: sqrt(out) gives the sum back
+    with torch.no_grad():
+        a = net(coarse, fine).sqrt() - fine.sqrt()
+        b = net(coarse, 4 * fine).sqrt() - (4 * fine).sqrt()
+    assert (a - b).abs().max() > 1e-3
+    plain = make("tiny")
+    with torch.no_grad():
+        a = plain(coarse, fine).sqrt() - fine.sqrt()
+        b = plain(coarse, 4 * fine).sqrt() - (4 * fine).sqrt()
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

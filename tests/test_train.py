@@ -338,3 +338,19 @@ def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
                    "--preset", "tiny", "--steps", "2", "--mix", "1", "--no-progress"])
     assert rc == 2
     assert "--mix gives 1 weight(s) for 2 store(s)" in capsys.readouterr().err
+
+
+def test_bakeoff_designs_train_and_evaluate(store, tmp_path):
+    """The multi-scale body with element channels and fine terms trains, resumes and
+    evaluates like the default design; crops are refused for it (not local)."""
+    from rhosr.molecule import InputError
+
+    run = tmp_path / "unet"
+    res = train(store, run, preset="tiny-unet", steps=3, val_every=3, progress=False)
+    assert res["steps"] == 3 and tuple(read_model_file(res["best"])["config"]["widths"]) == (8, 8)
+    ev = evaluate(res["best"], store, split="all")
+    assert ev["summary"]["n"] == 4 and ev["summary"]["mean_nmae_percent"] > 0
+    res = train(store, run, preset="tiny-unet", steps=5, resume=True, val_every=5, progress=False)
+    assert res["steps"] == 5
+    with pytest.raises(InputError, match="--crop needs a local network"):
+        train(store, tmp_path / "crop", preset="tiny-unet", steps=1, crop=4, progress=False)

@@ -10,13 +10,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-ARCHS = ("srresnet", "sad-residual")
+ARCHS = ("srresnet", "sad-residual", "sad-unet")
 NORMS = ("none", "instance")
 INPUT_TRANSFORMS = ("none", "sqrt")
+#: Network input: the SAD alone, or the SAD and its per-element parts (channels of
+#: :data:`ELEMENT_CHANNELS`, the rest of the elements in one more channel).
+INPUTS = ("sad", "sad+elements")
+ELEMENT_CHANNELS = ("H", "C", "N", "O", "F")
 #: Allowed ``output`` per architecture.  For ``srresnet`` the activation acts
 #: on the network output y; for ``sad-residual`` on base + corr with base =
 #: sqrt(sad_fine) for "square" and sad_fine for "relu".
-OUTPUTS = {"srresnet": ("softplus", "relu", "square"), "sad-residual": ("square", "relu")}
+OUTPUTS = {"srresnet": ("softplus", "relu", "square"), "sad-residual": ("square", "relu"),
+           "sad-unet": ("square", "relu")}
 
 
 # --------------------------------------------------------------------------
@@ -64,6 +69,16 @@ class ModelConfig:
         Multiplies the transformed input.
     output : str
         Non-negative output parametrisation, see :data:`OUTPUTS`.
+    widths : tuple of int
+        ``sad-unet`` only: channels of the coarser levels (each half the points per axis
+        of the one before); ``blocks`` residual blocks per level on the way down and up.
+    fine_channels : int
+        ``sad-residual``/``sad-unet``: F > 0 adds F point-wise terms z_k·sqrt(fine
+        SAD)^k to the correction (z_k: more pixel-shuffled output channels), so that the
+        fine SAD's sharp shape near the nuclei modulates it.
+    inputs : str
+        "sad" (one channel) or "sad+elements" (the SAD, then its parts from H, C, N,
+        O, F and all other elements: 7 channels), see :data:`INPUTS`.
     """
 
     arch: str = "sad-residual"
@@ -75,6 +90,13 @@ class ModelConfig:
     input_transform: str = "sqrt"
     input_scale: float = 1.0
     output: str = "square"
+    widths: tuple = ()
+    fine_channels: int = 0
+    inputs: str = "sad"
+
+    @property
+    def input_channels(self) -> int:
+        return 1 if self.inputs == "sad" else 2 + len(ELEMENT_CHANNELS)
 
     def __post_init__(self):
         _check_choice("arch", self.arch, ARCHS)
@@ -90,6 +112,15 @@ class ModelConfig:
             raise ValueError(f"input_scale must be finite and > 0, got {self.input_scale}")
         object.__setattr__(self, "input_scale", float(self.input_scale))
         _check_choice(f"output (arch {self.arch!r})", self.output, OUTPUTS[self.arch])
+        object.__setattr__(self, "widths", tuple(self.widths))
+        for w in self.widths:
+            _check_int("widths", w, 1)
+        if (self.arch == "sad-unet") != bool(self.widths):
+            raise ValueError("widths (coarser levels) are for arch 'sad-unet', which needs them")
+        _check_int("fine_channels", self.fine_channels, 0)
+        if self.fine_channels and self.arch == "srresnet":
+            raise ValueError("fine_channels is for the sad-residual and sad-unet archs")
+        _check_choice("inputs", self.inputs, INPUTS)
 
 
 #: Named configurations.  ``paper``: the published network (9.35 M
@@ -106,7 +137,14 @@ PRESETS: dict[str, ModelConfig] = {
     # the default: 2.7x cheaper per step than "sr", and better at equal training time
     "sr-narrow": ModelConfig(arch="sad-residual", channels=16, blocks=6, kernel_in=3, kernel=3),
     "sr-deep": ModelConfig(arch="sad-residual", channels=32, blocks=12, kernel_in=3, kernel=3),
+    # the bake-off's rows (benchmarks/bakeoff.py): about sr-narrow's cost per step
+    "unet": ModelConfig(arch="sad-unet", channels=16, blocks=1, widths=(40, 80)),
+    "sr-elements": ModelConfig(arch="sad-residual", channels=16, blocks=6,
+                               inputs="sad+elements"),
+    "sr-fine": ModelConfig(arch="sad-residual", channels=16, blocks=6, fine_channels=2),
     "tiny": ModelConfig(arch="sad-residual", channels=8, blocks=2, kernel_in=3, kernel=3),
+    "tiny-unet": ModelConfig(arch="sad-unet", channels=4, blocks=1, widths=(8, 8),
+                             fine_channels=2, inputs="sad+elements"),
     "tiny-paper": ModelConfig(
         arch="srresnet", channels=4, blocks=1, kernel_in=3, kernel=3, norm="instance",
         input_transform="none", output="softplus",

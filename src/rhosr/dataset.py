@@ -41,7 +41,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .grid import UPSAMPLE
+from .grid import UPSAMPLE, Grid
 from .molecule import split_of_id
 from .sad import sad_density
 
@@ -265,12 +265,17 @@ class DensityDataset(torch.utils.data.Dataset):
         receptive field).
     sad_variant : str
         Passed to :func:`rhosr.sad.sad_density`.
+    inputs : str
+        The network's input (``ModelConfig.inputs``): "sad", or "sad+elements", for
+        which ``sad_coarse`` has 7 channels (:func:`rhosr.sad.network_input`, evaluated
+        per sample on the coarse mesh and transformed like the SAD).
     """
 
     def __init__(self, store, ids=None, augment: bool = False, seed: int = 0, cache=True,
                  crop=None, halo: int = 0, sad_variant: str = "paper",
-                 cache_bytes: int = 4 << 30):
+                 cache_bytes: int = 4 << 30, inputs: str = "sad"):
         self.store = store
+        self.inputs = inputs
         self.ids = list(store.ids() if ids is None else ids)
         self.augment = bool(augment)
         self.seed = int(seed)
@@ -359,9 +364,12 @@ class DensityDataset(torch.utils.data.Dataset):
                 target = periodic_window(target, start, size, UPSAMPLE)
         sad_f = np.ascontiguousarray(sad_f, dtype=np.float32)
         target = np.ascontiguousarray(target, dtype=np.float32)
-        sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])
+        sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])[None]
+        if self.inputs != "sad":
+            parts = self._element_parts(a, op, shift, None if whole else (start, size))
+            sad_c = np.ascontiguousarray(np.concatenate([sad_c, parts]))
         return {
-            "sad_coarse": torch.from_numpy(sad_c)[None],
+            "sad_coarse": torch.from_numpy(sad_c),
             "sad_fine": torch.from_numpy(sad_f)[None],
             "target": torch.from_numpy(target)[None],
             "n_electrons": torch.tensor(a["n_electrons"], dtype=torch.float64),
@@ -370,6 +378,22 @@ class DensityDataset(torch.utils.data.Dataset):
             "whole": whole,
             "id": a["id"],
         }
+
+    def _element_parts(self, a, op, shift, window):
+        """The element channels of item arrays ``a`` on the coarse mesh, transformed by
+        ``op`` and ``shift`` and cut to ``window`` (start, size) as the SAD is."""
+        from .sad import element_parts
+
+        fine = a["grid"]
+        coarse = Grid(fine.cell, tuple(n // UPSAMPLE for n in fine.mesh))
+        parts = element_parts(a["symbols"], a["positions"], coarse, self.sad_variant)
+        if op != IDENTITY:
+            parts = apply_symmetry(parts, op)
+        if any(shift):
+            parts = apply_shift(parts, shift, 1)
+        if window is not None:
+            parts = periodic_window(parts, window[0], window[1], 1)
+        return parts
 
     def crop_window(self, coarse_mesh, crop_start=None, rng=None):
         """``(start, size, interior)`` of a crop: window start and size in

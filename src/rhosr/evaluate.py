@@ -16,9 +16,9 @@ import torch
 
 from .dataset import select_ids
 from .density import nmae
-from .grid import UPSAMPLE
+from .grid import UPSAMPLE, Grid
 from .molecule import InputError
-from .sad import sad_density
+from .sad import network_input, sad_density
 
 SPLITS = ("val", "test", "all")
 
@@ -63,7 +63,12 @@ def predict_record(model, record, device, normalize: bool = True, sad_variant: s
     """(prediction, fine SAD) of one store record on its fine mesh, float32 numpy."""
     grid = record.grid
     sad_c, sad_f = record_sad(record, sad_variant)
-    sc = torch.from_numpy(sad_c)[None, None].to(device)
+    inputs = getattr(getattr(model, "config", None), "inputs", "sad")
+    if inputs != "sad":
+        coarse = Grid(grid.cell, tuple(n // UPSAMPLE for n in grid.mesh))
+        sad_c = network_input(inputs, sad_c, record.symbols, record.positions, coarse, sad_variant)
+    sc = torch.from_numpy(sad_c).to(device)
+    sc = sc[None, None] if sc.dim() == 3 else sc[None]
     sf = torch.from_numpy(sad_f)[None, None].to(device)
     n_e = dv = None
     if normalize:

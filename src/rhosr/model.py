@@ -43,6 +43,21 @@ architectures, chosen by ``ModelConfig.arch``:
     :func:`receptive_field` voxels and on sad_fine at that same voxel, so
     tiled inference and crop training are exact.
 
+``"sad-unet"`` (preset ``unet``)
+    The same output as ``sad-residual`` from a multi-scale body: the coarse
+    mesh and ``len(widths)`` coarser levels (stride-2 conv down, stride-2
+    transposed conv up, additive skips), N blocks per level each way, more
+    channels where there are fewer points: more reach and parameters for
+    about the cost of a step of ``sr-narrow``.  Not exactly shift-equivariant
+    on odd meshes, so predicted on whole boxes (not :func:`is_local`).
+
+Two options of both SAD-correcting architectures: ``inputs="sad+elements"``
+(preset ``sr-elements``) reads 7 input channels, the SAD and its parts from
+H, C, N, O, F and all other atoms (:func:`rhosr.sad.network_input`);
+``fine_channels=F`` (preset ``sr-fine``) adds F point-wise terms
+z_k·sqrt(sad_fine)^k to the correction, which let coarse features act on the
+sharp fine-mesh shape of the SAD near the nuclei.
+
 Model files (:func:`save_model`, :func:`load_model`) hold only plain data and
 tensors and are read with ``torch.load(weights_only=True)``; the network is
 rebuilt from its config.  Nothing in this module does I/O inside ``forward``.
@@ -72,6 +87,8 @@ MODEL_FORMAT_VERSION = 1
 from .config import (  # noqa: E402,F401 -- the configuration, re-exported
     ARCHS,
     DEFAULT_PRESET,
+    ELEMENT_CHANNELS,
+    INPUTS,
     INPUT_TRANSFORMS,
     NORMS,
     OUTPUTS,
@@ -91,20 +108,28 @@ def receptive_field(config=DEFAULT_PRESET) -> int:
     output voxel also depends on the whole box through the norm statistics.
 
     ``sad-residual``: R = 2·(K1//2) + 2N·(K2//2)  (sr: 14, tiny: 6).
+    ``sad-unet``: an upper bound (level l counts 2^l coarse voxels per voxel); it is
+    not local in the tiling sense (:func:`is_local`).
     ``srresnet``: R = K1//2 + (2N + 2)·(K2//2) + ceil((K1//2) / 2) (paper: 135).
     """
     c = make_config(config)
     h1, h2 = c.kernel_in // 2, c.kernel // 2
     if c.arch == "sad-residual":
         return 2 * h1 + 2 * c.blocks * h2
+    if c.arch == "sad-unet":
+        levels = len(c.widths)
+        r = sum(2 * (2 * c.blocks * h2 * 2**lv + 2**lv) for lv in range(levels))
+        return 2 * h1 + r + 2 * c.blocks * h2 * 2**levels
     # coarse part: first conv, blocks, post-body conv, upsampling conv;
     # then the last conv on the fine mesh, h1 fine voxels = ceil(h1/2) coarse
     return h1 + (2 * c.blocks + 2) * h2 + (h1 + UPSAMPLE - 1) // UPSAMPLE
 
 
 def is_local(config=DEFAULT_PRESET) -> bool:
-    """True if the output depends only on a neighbourhood (no global norms)."""
-    return make_config(config).norm == "none"
+    """True if the output depends only on a neighbourhood the same way everywhere (no
+    global norms, no strided levels), so that tiles and crops give the whole-box result."""
+    c = make_config(config)
+    return c.norm == "none" and c.arch != "sad-unet"
 
 
 # --------------------------------------------------------------------------
@@ -263,8 +288,9 @@ class DensityNet(nn.Module):
 
     def forward(self, sad_coarse, sad_fine=None, n_electrons=None, dv_fine=None):
         """(B, 1, X, Y, Z) coarse SAD [+ fine SAD] → (B, 1, 2X, 2Y, 2Z) density, e/bohr³."""
-        if sad_coarse.dim() != 5 or sad_coarse.shape[1] != 1:
-            raise ValueError(f"sad_coarse must be (B, 1, X, Y, Z), got {tuple(sad_coarse.shape)}")
+        n_in = self.config.input_channels
+        if sad_coarse.dim() != 5 or sad_coarse.shape[1] != n_in:
+            raise ValueError(f"sad_coarse must be (B, {n_in}, X, Y, Z), got {tuple(sad_coarse.shape)}")
         if self.uses_sad_fine:
             b, _, nx, ny, nz = sad_coarse.shape
             expected = (b, 1, UPSAMPLE * nx, UPSAMPLE * ny, UPSAMPLE * nz)
@@ -312,31 +338,97 @@ class SRResNet(DensityNet):
         return y * y
 
 
-class SADResidual(DensityNet):
-    """Coarse-mesh body predicting a fine-mesh correction to the SAD (arch
-    ``sad-residual``), see the module docstring.  The last conv is zero at
-    initialisation, so an untrained model returns the SAD."""
+class _SADCorrection(DensityNet):
+    """Shared output of the SAD-correcting networks: ``tail`` (coarse conv, zero at
+    initialisation, so an untrained model returns the SAD) → pixel shuffle →
+    channels z₀ … z_F on the fine mesh → the correction
+    ``z₀ + Σ_k z_k · sqrt(fine SAD)^k`` (F = ``fine_channels``, 0 by default): with
+    F > 0 the coarse features shape the correction by the fine SAD itself, whose
+    cusps near the nuclei are sharper than the coarse mesh resolves.  Point-wise
+    on the fine mesh (no fine-mesh convolutions: those cost as much as the body)."""
 
     uses_sad_fine = True
+
+    def _make_output(self, c: int):
+        config, f = self.config, self.config.fine_channels
+        self.tail = _conv(c, UPSAMPLE**3 * (1 + f), config.kernel_in)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def _output(self, features, sad_fine):
+        z = pixel_shuffle_3d(self.tail(features), UPSAMPLE)
+        root = torch.sqrt(sad_fine.clamp_min(0))
+        corr = z[:, :1]
+        power = root
+        for k in range(1, 1 + self.config.fine_channels):
+            corr = corr + z[:, k:k + 1] * power
+            power = power * root
+        if self.config.output == "square":
+            return (root + corr) ** 2
+        return torch.relu(sad_fine + corr)
+
+
+class SADResidual(_SADCorrection):
+    """Coarse-mesh body predicting a fine-mesh correction to the SAD (arch
+    ``sad-residual``), see the module docstring."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         c, k1, k2, norm = config.channels, config.kernel_in, config.kernel, config.norm
-        self.head = nn.Sequential(_conv(1, c, k1), nn.PReLU())
+        self.head = nn.Sequential(_conv(config.input_channels, c, k1), nn.PReLU())
         self.blocks = nn.Sequential(*(ResidualBlock(c, k2, norm) for _ in range(config.blocks)))
-        self.tail = _conv(c, UPSAMPLE**3, k1)
-        nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        self._make_output(c)
 
     def _density(self, x, sad_fine):
         h = self.head(x)
-        corr = pixel_shuffle_3d(self.tail(self.blocks(h) + h), UPSAMPLE)
-        if self.config.output == "square":
-            return (torch.sqrt(sad_fine.clamp_min(0)) + corr) ** 2
-        return torch.relu(sad_fine + corr)
+        return self._output(self.blocks(h) + h, sad_fine)
 
 
-_ARCH_CLASSES = {"srresnet": SRResNet, "sad-residual": SADResidual}
+def _level(channels: int, config: ModelConfig) -> nn.Sequential:
+    return nn.Sequential(*(ResidualBlock(channels, config.kernel, config.norm)
+                           for _ in range(config.blocks)))
+
+
+class SADUNet(_SADCorrection):
+    """A multi-scale body (arch ``sad-unet``): the coarse mesh and ``len(widths)``
+    coarser levels, each with half the points per axis (stride-2 conv down,
+    stride-2 transposed conv up, skip connections by addition) and more channels,
+    so that a step of about the same cost reaches farther and holds more
+    parameters; the same output as ``sad-residual``.  Odd meshes are cut back
+    after each up-step, so the result is not exactly shift-equivariant (not
+    :func:`is_local`: predicted on whole boxes)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        widths = (config.channels,) + tuple(config.widths)
+        self.head = nn.Sequential(_conv(config.input_channels, widths[0], config.kernel_in),
+                                  nn.PReLU())
+        self.enc = nn.ModuleList(_level(w, config) for w in widths[:-1])
+        self.down = nn.ModuleList(
+            nn.Sequential(PeriodicConv3d(a, b, 3, stride=2, padding=1, padding_mode="circular"),
+                          nn.PReLU()) for a, b in zip(widths[:-1], widths[1:]))
+        self.bottom = _level(widths[-1], config)
+        self.up = nn.ModuleList(nn.ConvTranspose3d(b, a, 2, stride=2)
+                                for a, b in zip(widths[:-1], widths[1:]))
+        self.dec = nn.ModuleList(_level(w, config) for w in widths[:-1])
+        self._make_output(widths[0])
+
+    def _density(self, x, sad_fine):
+        h = self.head(x)
+        skips = []
+        for enc, down in zip(self.enc, self.down):
+            h = enc(h)
+            skips.append(h)
+            h = down(h)
+        h = self.bottom(h)
+        for k in reversed(range(len(skips))):
+            skip = skips[k]
+            h = self.up[k](h)[..., :skip.shape[2], :skip.shape[3], :skip.shape[4]] + skip
+            h = self.dec[k](h)
+        return self._output(h, sad_fine)
+
+
+_ARCH_CLASSES = {"srresnet": SRResNet, "sad-residual": SADResidual, "sad-unet": SADUNet}
 
 
 def build(preset_or_config=DEFAULT_PRESET, **overrides) -> DensityNet:

@@ -164,7 +164,7 @@ def tiled_apply(fn, sad_coarse: np.ndarray, sad_fine, halo: int, tile) -> np.nda
     only looks ``halo`` voxels away.
     """
     coarse = np.asarray(sad_coarse)
-    mesh = coarse.shape
+    mesh = coarse.shape[-3:]  # a leading axis holds the input channels of a multi-channel net
     if tile is None:
         return np.asarray(fn(coarse, sad_fine))
     tile = (int(tile),) * 3 if np.ndim(tile) == 0 else tuple(int(t) for t in tile)
@@ -183,7 +183,7 @@ def tiled_apply(fn, sad_coarse: np.ndarray, sad_fine, halo: int, tile) -> np.nda
                 # an axis covered by one tile needs no halo: the box is periodic
                 h = [0 if (s == 0 and e == n) else halo for s, e, n in zip(lo, hi, mesh)]
                 ic = [_window(s, e, hh, n, 1) for s, e, hh, n in zip(lo, hi, h, mesh)]
-                c = coarse[np.ix_(*ic)]
+                c = coarse[(Ellipsis,) + np.ix_(*ic)]
                 f = None
                 if sad_fine is not None:
                     iff = [_window(s, e, hh, n, r) for s, e, hh, n in zip(lo, hi, h, mesh)]
@@ -230,7 +230,8 @@ def _net_fn(net, device):
 
     def fn(coarse, fine):
         with torch.no_grad():
-            c = torch.as_tensor(np.ascontiguousarray(coarse), dtype=dtype, device=device)[None, None]
+            c = torch.as_tensor(np.ascontiguousarray(coarse), dtype=dtype, device=device)
+            c = c[None, None] if c.dim() == 3 else c[None]
             f = None
             if fine is not None and getattr(net, "uses_sad_fine", True):
                 f = torch.as_tensor(np.ascontiguousarray(fine), dtype=dtype, device=device)[None, None]
@@ -255,9 +256,9 @@ def predict_arrays(net, sad_coarse, sad_fine, n_electrons: float, dv_fine: float
     if tile is None:
         budget = max_memory_gb if max_memory_gb is not None else \
             MEMORY_FRACTION * available_memory_gb(device)
-        tile = choose_tile(np.shape(sad_coarse), halo, bytes_per_voxel(net), budget)
+        tile = choose_tile(np.shape(sad_coarse)[-3:], halo, bytes_per_voxel(net), budget)
     if tile is not None and not local:
-        warnings.warn("this model is not local (global normalisation layers): "
+        warnings.warn("this model is not local (global normalisation layers or strided levels): "
                       "running on the whole box instead of tiles", RuntimeWarning, stacklevel=2)
         tile = None
     base = _net_fn(net, device)
@@ -283,12 +284,15 @@ def predict_molecule(mol: Molecule, net, *, model_name: str = "", device="cpu",
     """Predicted :class:`~rhosr.density.Density` of one molecule on its fine mesh."""
     from .density import Density
     from .grid import box_for
-    from .sad import sad_density
+    from .sad import network_input, sad_density
 
     t0 = time.perf_counter()
     coarse, fine, pos = box_for(mol.positions)
     # float32: what the network reads (agrees with float64 to ~1e-6, faster)
     sad_c = sad_density(mol.symbols, pos, coarse, charge=mol.charge, dtype=np.float32)
+    config = getattr(net, "config", None)
+    if config is not None and config.inputs != "sad":
+        sad_c = network_input(config.inputs, sad_c, mol.symbols, pos, coarse)
     sad_f = sad_density(mol.symbols, pos, fine, charge=mol.charge, dtype=np.float32) \
         if getattr(net, "uses_sad_fine", False) else None
     rho, info = predict_arrays(net, sad_c, sad_f, mol.nelectron, fine.dv, device=device,

@@ -32,6 +32,7 @@ from importlib import resources
 
 import numpy as np
 
+from .config import ELEMENT_CHANNELS, INPUTS
 from .elements import standard_symbol, unsupported_reason, valence_charge
 from .grid import Grid
 
@@ -402,3 +403,35 @@ def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
         _add_periodic(out, val, lo, mesh)
     out *= dtype.type(n_target / n_projected)
     return out
+
+
+def element_parts(symbols, positions_bohr, grid: Grid, variant: str = "paper",
+                  dtype=np.float32) -> np.ndarray:
+    """The SAD split by element: ``(len(ELEMENT_CHANNELS) + 1, *grid.mesh)``, e/bohr³.
+
+    Channel k holds the (neutral) SAD of the atoms of element ``ELEMENT_CHANNELS[k]``
+    (H, C, N, O, F), the last one that of every other atom; zeros where the
+    molecule has none.  Each part is normalised like :func:`sad_density` of its
+    atoms alone."""
+    symbols = [standard_symbol(s) for s in symbols]
+    pos = np.asarray(positions_bohr, dtype=np.float64).reshape(-1, 3)
+    out = np.zeros((len(ELEMENT_CHANNELS) + 1,) + tuple(grid.mesh), dtype=dtype)
+    channel = [ELEMENT_CHANNELS.index(s) if s in ELEMENT_CHANNELS else len(ELEMENT_CHANNELS)
+               for s in symbols]
+    for k in sorted(set(channel)):
+        members = [i for i, c in enumerate(channel) if c == k]
+        out[k] = sad_density([symbols[i] for i in members], pos[members], grid,
+                             variant=variant, dtype=dtype)
+    return out
+
+
+def network_input(inputs: str, sad_coarse, symbols, positions_bohr, coarse: Grid,
+                  variant: str = "paper") -> np.ndarray:
+    """What a network of ``ModelConfig.inputs`` reads on the coarse mesh: ``sad_coarse``
+    itself for "sad", else ``(7, *mesh)``: the SAD and :func:`element_parts`."""
+    if inputs not in INPUTS:
+        raise ValueError(f"unknown network input {inputs!r}; expected one of {INPUTS}")
+    if inputs == "sad":
+        return sad_coarse
+    parts = element_parts(symbols, positions_bohr, coarse, variant, np.float32)
+    return np.concatenate([np.asarray(sad_coarse, dtype=np.float32)[None], parts])

@@ -58,7 +58,7 @@ from .config import (  # noqa: E402 -- re-exported
 #: (any top-level module name, or a parameter-name prefix, is accepted too).
 FREEZE_PARTS = {
     "input": ("head",),
-    "body": ("blocks", "body_tail"),
+    "body": ("blocks", "body_tail", "enc", "down", "bottom", "up", "dec"),
     "output": ("upsample", "tail"),
 }
 METRICS_FIELDS = ("step", "epoch", "lr", "loss_nmae_percent", "grad_norm",
@@ -606,11 +606,16 @@ class _Run:
 
     def _setup_samples(self):
         o, world = self.o, self.world
+        if o.crop is not None and not self.model.is_local:
+            raise InputError(f"--crop needs a local network; {self.config.arch} is not (train on "
+                             "whole boxes)")
         halo = self.model.receptive_field if o.crop is not None else 0
+        inputs = self.config.inputs
         train_ds = DensityDataset(self.store, self.train_ids, augment=o.augment, seed=o.seed,
-                                  cache=o.cache, crop=o.crop, halo=halo, sad_variant=o.sad_variant)
+                                  cache=o.cache, crop=o.crop, halo=halo, sad_variant=o.sad_variant,
+                                  inputs=inputs)
         self.val_ds = DensityDataset(self.val_store or self.store, self.val_ids, cache=o.cache,
-                                     sad_variant=o.sad_variant)
+                                     sad_variant=o.sad_variant, inputs=inputs)
         self.my_js = list(range(world.rank, o.batch, world.world))
         workers = o.workers
         if workers == "auto":
