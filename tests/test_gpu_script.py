@@ -1,0 +1,35 @@
+"""scripts/gpu_train.sh, the lent-GPU run, smoke-tested on the CPU with a tiny network."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from rhosr.bank import add_records, source_records
+from rhosr.dft import level_of_theory
+from rhosr.model import read_model_file
+
+from conftest import DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_script_runs_on_the_cpu(tmp_path):
+    bank = tmp_path / "bank"
+    add_records(bank, source_records(DATA / "labels", level_of_theory()),
+                level_of_theory=level_of_theory())
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=sys.executable, BANK=str(bank), PRESET="tiny", MINUTES="0.05",
+               DEVICE="cpu", BATCH="1", VAL_EVERY="2", OUT=str(out), WORK=str(tmp_path / "work"),
+               RHOSR_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_train.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert {p.name for p in out.iterdir()} == {"best.pt", "metrics.csv", "test.json", "log.txt"}
+    result = json.loads((out / "test.json").read_text())
+    assert result["summary"]["n"] == 2 and 0 < result["summary"]["mean_nmae_percent"] < 20
+    assert read_model_file(out / "best.pt")["extra"]["preset"] == "tiny"
+    log = (out / "log.txt").read_text()
+    assert "expand:" in log and "done:" in log
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) >= 4  # the bank was expanded there
