@@ -161,7 +161,7 @@ def _role(k: int, n_test: int, n_val: int) -> str:
 
 
 def build(per_group: int, n_test: int, n_val: int, seed: int = SEED) -> list[dict]:
-    """The molecule set: one dict per molecule, grouped, in the order of the ids."""
+    """The molecule set: one dict per molecule, in :func:`interleaved` order."""
     if per_group < n_test + n_val:
         raise SystemExit(f"--per-group ({per_group}) must be at least --test + --val")
     excluded, seen = g2_formulas(), set()
@@ -186,7 +186,19 @@ def build(per_group: int, n_test: int, n_val: int, seed: int = SEED) -> list[dic
             break
         if all(len(v) >= per_group for v in chosen.values()):
             break
-    return [row for g in GROUPS for row in chosen[g]]
+    return interleaved(chosen)
+
+
+def interleaved(chosen: dict[str, list[dict]]) -> list[dict]:
+    """All test molecules, then validation, then training ones; within each, the k-th
+    molecule of every group before the (k+1)-th: labelling the file in order gives
+    every group its held-out set first, then 10, 25, 50 training molecules each."""
+    out = []
+    for role in ("test", "val", "train"):
+        lists = [[r for r in chosen[g] if r["role"] == role] for g in GROUPS]
+        for k in range(max((len(v) for v in lists), default=0)):
+            out.extend(v[k] for v in lists if k < len(v))
+    return out
 
 
 def write(rows: list[dict], out: Path) -> None:

@@ -39,7 +39,8 @@ def test_small_set_is_reproducible_and_valid(recipe, tmp_path):
     assert [r["smiles"] for r in rows] == [r["smiles"] for r in again]
     for a, b in zip(rows, again):
         np.testing.assert_array_equal(a["molecule"].positions, b["molecule"].positions)
-    assert [r["id"] for r in rows[:2]] == ["S-test-000", "S-train-001"]
+    assert [r["id"] for r in rows[:3]] == ["S-test-000", "Cl-test-000", "P-test-000"]
+    assert [r["role"] for r in rows] == ["test"] * 7 + ["train"] * 7
     assert len({r["parent"] for r in rows}) == len(rows)  # one group per parent
     recipe.write(rows, tmp_path)
     mols = load_molecules(str(tmp_path / "structures.xyz"))
