@@ -74,7 +74,12 @@ def open_labels(path):
         return path
     if isinstance(path, (list, tuple)):
         return path[0] if len(path) == 1 else Union(path)
-    return Bank(path) if is_bank(path) else Store(path)
+    if is_bank(path):
+        return Bank(path)
+    if Path(path).is_dir() and not (Path(path) / META_NAME).exists():
+        raise BankError(f"{path}: neither a rhosr store nor a bank (no {META_NAME} or {BANK_META}; "
+                        "a bank starts with its first 'rhosr bank add')")
+    return Store(path)
 
 
 class _Listing:

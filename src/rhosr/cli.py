@@ -202,8 +202,8 @@ def _add_info(sub) -> None:
 
 
 def _run_info(args) -> int:
-    from .bank import Bank, is_bank
-    from .store import Store, StoreError
+    from .bank import open_labels
+    from .store import StoreError
 
     path = Path(args.path)
     if str(args.path) == "default" or path.is_file():
@@ -212,7 +212,7 @@ def _run_info(args) -> int:
         return 0
     if not path.is_dir():
         raise StoreError(f"{path}: neither a rhosr store, a bank nor a model file")
-    store = Bank(path) if is_bank(path) else Store(path)
+    store = open_labels(path)
     for line in store_summary(store):
         print(line)
     return 0
