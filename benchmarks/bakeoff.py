@@ -10,10 +10,11 @@ run one after the other in this process (``--rows``), so their times compare; a 
 killed part-way resumes where it stopped when run again into the same ``--out``.
 ``--out/bakeoff.json`` collects the rows (rows measured by an earlier invocation stay
 unless measured again); ``--plot PNG`` draws the learning curves (validation NMAE
-against minutes, from each run's ``metrics.csv``).
+against minutes, from each run's ``metrics.csv``).  Equal minutes compare only on a
+machine doing nothing else: run it with no labelling or training beside it.
 
     PYTHONPATH=src python benchmarks/bakeoff.py data/qm9 --out runs/bakeoff --minutes 60 \\
-        --rows sr-narrow unet sr-elements sr-fine --plot docs/bakeoff.png
+        --rows sr-narrow sr-narrow-bf16 unet sr-elements sr-fine --plot docs/bakeoff.png
 """
 
 from __future__ import annotations
@@ -31,17 +32,19 @@ from rhosr.evaluate import evaluate  # noqa: E402
 from rhosr.model import build, count_parameters  # noqa: E402
 from rhosr.train import train  # noqa: E402
 
-#: row -> (what it tests, model config)
+#: row -> (what it tests, model config, other arguments of rhosr.train.train)
 ROWS = {
-    "sr-narrow": ("the bundled design, from scratch (baseline)", "sr-narrow"),
-    "unet": ("multi-scale body: coarse mesh + 2 coarser levels, 16/40/80 channels", "unet"),
+    "sr-narrow": ("the bundled design, from scratch (baseline)", "sr-narrow", {}),
+    "sr-narrow-bf16": ("the same, forward passes in bfloat16 on the CPU (--precision bf16)",
+                       "sr-narrow", {"precision": "bf16"}),
+    "unet": ("multi-scale body: coarse mesh + 2 coarser levels, 16/40/80 channels", "unet", {}),
     "sr-elements": ("element-aware input: SAD split into H, C, N, O, F, other channels",
-                    "sr-elements"),
+                    "sr-elements", {}),
     "sr-fine": ("near the nuclei: point-wise fine-mesh terms z_k sqrt(SAD_fine)^k, k = 1, 2",
-                "sr-fine"),
+                "sr-fine", {}),
     "unet-elements-fine": ("the three changes together",
-                           {"preset": "unet", "inputs": "sad+elements", "fine_channels": 2}),
-    "tiny": ("a tiny net, for smoke tests of this script", "tiny"),
+                           {"preset": "unet", "inputs": "sad+elements", "fine_channels": 2}, {}),
+    "tiny": ("a tiny net, for smoke tests of this script", "tiny", {}),
 }
 
 
@@ -56,14 +59,15 @@ def curve(run: Path) -> list[tuple[float, float]]:
 
 
 def run_row(args, name: str) -> dict:
-    desc, cfg = ROWS[name]
+    desc, cfg, options = ROWS[name]
     run = args.out / name
     res = train(args.bank, run, preset=cfg, minutes=args.minutes, seed=args.seed, batch=args.batch,
                 val_every=args.val_every, progress=False, resume=(run / "last.pt").exists(),
-                device=args.device)
+                device=args.device, **options)
     ev = evaluate(res["best"], args.bank, split="test", device=args.device)
     seconds = [m["seconds"] for m in ev["molecules"]]
     return {"row": name, "design": desc, "config": cfg if isinstance(cfg, dict) else {"preset": cfg},
+            "options": options,
             "parameters": count_parameters(build(cfg)), "minutes": args.minutes,
             "train_molecules": res["train_molecules"], "val_molecules": res["val_molecules"],
             "steps": res["steps"], "s_per_step": res["seconds"] / max(res["steps"], 1),
@@ -113,7 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("bank", help="label bank or store (data/qm9)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-clock minutes per row")
-    ap.add_argument("--rows", nargs="+", default=["sr-narrow", "unet", "sr-elements", "sr-fine"],
+    ap.add_argument("--rows", nargs="+",
+                    default=["sr-narrow", "sr-narrow-bf16", "unet", "sr-elements", "sr-fine"],
                     choices=sorted(ROWS))
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--val-every", type=int, default=200)

@@ -354,3 +354,20 @@ def test_bakeoff_designs_train_and_evaluate(store, tmp_path):
     assert res["steps"] == 5
     with pytest.raises(InputError, match="--crop needs a local network"):
         train(store, tmp_path / "crop", preset="tiny-unet", steps=1, crop=4, progress=False)
+
+
+def test_bf16_precision_on_the_cpu(store, tmp_path):
+    """--precision bf16 trains under bfloat16 autocast on a CPU, float32 weights; a resumed
+    run keeps it."""
+    res = train(store, tmp_path / "bf16", preset="tiny", steps=2, precision="bf16", val_every=2,
+                progress=False)
+    ckpt = read_checkpoint(tmp_path / "bf16" / "last.pt")
+    assert ckpt["training"]["args"]["precision"] == "bf16"
+    assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values())
+    train(store, tmp_path / "bf16", preset="tiny", steps=3, resume=True, val_every=3, progress=False)
+    assert read_checkpoint(tmp_path / "bf16" / "last.pt")["training"]["args"]["precision"] == "bf16"
+    plain = train(store, tmp_path / "fp32", preset="tiny", steps=2, val_every=2, progress=False)
+    assert read_checkpoint(tmp_path / "fp32" / "last.pt")["training"]["args"]["precision"] == "fp32"
+    assert res["weights_sha256"] != plain["weights_sha256"]  # bf16 rounding changes the steps
+    with pytest.raises(Exception, match="precision must be one of"):
+        train(store, tmp_path / "bad", preset="tiny", steps=1, precision="fp16", progress=False)

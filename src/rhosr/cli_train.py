@@ -75,6 +75,9 @@ def add_train(sub) -> None:
                    help="validate and checkpoint every K steps")
     p.add_argument("--val-max", type=int, default=None, help="validate on at most this many molecules")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="bf16: forward passes under bfloat16 autocast (weights and optimizer "
+                        "float32); auto: bf16 on CUDA, fp32 on a CPU")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999)")
     p.add_argument("--crop", type=int, default=None,
@@ -101,7 +104,8 @@ def run_train(args) -> int:
     init = None if args.init is None else model_file(args.init, "--init")
     result = train(
         open_labels(args.store), args.out, preset=args.preset, mix=args.mix,
-        ids=_id_patterns(args.ids), val_ids=_id_patterns(args.val_ids), steps=args.steps,
+        ids=_id_patterns(args.ids), val_ids=_id_patterns(args.val_ids), precision=args.precision,
+        steps=args.steps,
         minutes=args.minutes,
         seed=args.seed, resume=args.resume, init=init, freeze=args.freeze,
         val_store=None if args.val_store is None else open_labels(args.val_store),

@@ -63,6 +63,8 @@ FREEZE_PARTS = {
 }
 METRICS_FIELDS = ("step", "epoch", "lr", "loss_nmae_percent", "grad_norm",
                   "val_nmae_percent", "seconds", "molecules_per_second")
+#: ``precision`` of :func:`train`: bf16 autocast or float32 (auto: bf16 on CUDA only).
+PRECISIONS = ("auto", "bf16", "fp32")
 #: Env var: a folder where every rank writes ``rank<r>.sha256`` of its final weights.
 HASH_DIR_ENV = "RHOSR_WEIGHTS_HASH_DIR"
 
@@ -387,7 +389,7 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
           warmup: float = 0.05, augment: bool = True, crop=None, val_max=None,
           checkpoint_every=None, checkpoint_minutes: float = 10.0, stop_after=None,
           progress: bool = True, sad_variant: str = "paper", cache=True,
-          workers="auto", mix=None, ids=None, val_ids=None) -> dict:
+          workers="auto", mix=None, ids=None, val_ids=None, precision: str = "auto") -> dict:
     """Train a network on the records of a store; returns a summary dict.
 
     Parameters
@@ -406,6 +408,9 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
         train (e.g. ``["qm9_*", "S-train-0[12]?"]``).
     val_ids : list of str, optional
         The same for the validation records.
+    precision : "auto", "bf16" or "fp32"
+        bf16: forward passes under bfloat16 autocast (weights, gradients and the
+        optimizer stay float32); "auto": bf16 on CUDA, fp32 on a CPU.
     out_dir : path
         Run directory: ``last.pt``, ``best.pt``, ``metrics.csv`` (and
         TensorBoard events if ``tensorboard`` is installed).
@@ -457,6 +462,8 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
 
 def _check_options(o) -> None:
     """Raise InputError for option values no run can use; fills in defaults."""
+    if o.precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {o.precision!r}")
     if o.batch is not None and o.batch < 1:
         raise InputError(f"batch must be >= 1, got {o.batch}")
     if o.val_every < 1:
@@ -500,10 +507,13 @@ class _Run:
     def __init__(self, world, o):
         self.world, self.o = world, o
         self.device = world.device
-        self.amp = self.device.type == "cuda"
         _check_options(o)
         self._setup_data()
         self._setup_run_dir()
+        precision = o.precision
+        if precision == "auto":  # a resumed run keeps its precision
+            precision = (self.ckpt or {}).get("training", {}).get("args", {}).get("precision", "auto")
+        self.amp = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         self._setup_model()
         self._setup_optimizer()
         self._restore()
@@ -656,6 +666,7 @@ class _Run:
             "init": None if o.init is None else str(o.init), "freeze": list(o.freeze),
             "sad_variant": o.sad_variant, "normalize": True, "world_size": self.world.world,
             "device": self.device.type, "mix": o.mix, "ids": o.ids, "val_ids": o.val_ids,
+            "precision": "bf16" if self.amp else "fp32",
         }
 
     def extra(self, seconds) -> dict:
