@@ -371,3 +371,20 @@ def test_bf16_precision_on_the_cpu(store, tmp_path):
     assert res["weights_sha256"] != plain["weights_sha256"]  # bf16 rounding changes the steps
     with pytest.raises(Exception, match="precision must be one of"):
         train(store, tmp_path / "bad", preset="tiny", steps=1, precision="fp16", progress=False)
+
+
+def test_bundle_script_writes_a_plain_model_file(store, tmp_path):
+    from conftest import load_script
+
+    bundle = load_script("bundle_model")
+    res = train(store, tmp_path / "run", preset="tiny", steps=2, val_every=2, progress=False)
+    prev = tmp_path / "prev.pt"
+    save_model(prev, build("tiny"), extra={"phases": [{"run": "p0"}], "training_command": "a"})
+    out = tmp_path / "bundled.pt"
+    assert bundle.main([res["best"], "--command", "b", "--out", str(out), "--previous", str(prev)]) == 0
+    record = read_model_file(out)
+    assert "training" not in record  # no optimizer state
+    extra = record["extra"]
+    assert [p["run"] for p in extra["phases"]] == ["p0", "run"] and extra["training_command"] == "a && b"
+    assert extra["training_data"]["ids"] == ["qm9_000001", "qm9_000003"]
+    _assert_same(load_model(out).state_dict(), _weights(res["best"]))

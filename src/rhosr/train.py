@@ -677,7 +677,7 @@ class _Run:
             "id_range": [min(self.train_ids), max(self.train_ids)],
             "val_store": None if self.val_store is None else store_paths(self.val_store)[0],
             "val_molecules": len(self.val_ids), "val_fraction": o.val_fraction,
-            "mix": o.mix, "ids_patterns": o.ids, **self.seen,
+            "mix": o.mix, "ids_patterns": o.ids, **self.seen, "ids": list(self.train_ids),
         }
         return {
             "preset": self.preset_name,
