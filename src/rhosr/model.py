@@ -211,19 +211,23 @@ class _CircularPad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         pads, nd = ctx.pads, grad.dim()
+        g = grad.clone()
+        core = []
         for k in range(len(pads) // 2):  # pads: (last lo, last hi, second-last lo, ...)
             lo, hi = pads[2 * k], pads[2 * k + 1]
-            if not (lo or hi):
-                continue
             d = nd - 1 - k
-            n = grad.shape[d] - lo - hi
-            core = grad.narrow(d, lo, n).clone()
-            if hi:  # padded points past the end are copies of the first ones
-                core.narrow(d, 0, hi).add_(grad.narrow(d, lo + n, hi))
-            if lo:  # padded points before the start are copies of the last ones
-                core.narrow(d, n - lo, lo).add_(grad.narrow(d, 0, lo))
-            grad = core
-        return grad, None
+            n = g.shape[d] - lo - hi
+            # axis by axis, over the whole extent of the other axes, so that corners fold
+            # twice: padded points past the end are copies of the first ones, padded
+            # points before the start copies of the last ones
+            if hi:
+                g.narrow(d, lo, hi).add_(g.narrow(d, lo + n, hi))
+            if lo:
+                g.narrow(d, n, lo).add_(g.narrow(d, 0, lo))
+            core.append((d, lo, n))
+        for d, lo, n in core:
+            g = g.narrow(d, lo, n)
+        return g.contiguous(), None
 
 
 def circular_pad(x: torch.Tensor, pads) -> torch.Tensor:
