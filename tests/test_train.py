@@ -388,3 +388,11 @@ def test_bundle_script_writes_a_plain_model_file(store, tmp_path):
     assert [p["run"] for p in extra["phases"]] == ["p0", "run"] and extra["training_command"] == "a && b"
     assert extra["training_data"]["ids"] == ["qm9_000001", "qm9_000003"]
     _assert_same(load_model(out).state_dict(), _weights(res["best"]))
+
+
+def test_resume_keeps_the_data_selection(store, tmp_path):
+    run = tmp_path / "sel"
+    train(store, run, preset="tiny", steps=2, ids=["qm9_000001"], val_every=2, progress=False)
+    res = train(store, run, preset="tiny", steps=3, resume=True, val_every=3, progress=False)
+    assert res["train_molecules"] == 1
+    assert read_checkpoint(run / "last.pt")["training"]["args"]["ids"] == ["qm9_000001"]

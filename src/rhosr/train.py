@@ -508,12 +508,10 @@ class _Run:
         self.world, self.o = world, o
         self.device = world.device
         _check_options(o)
-        self._setup_data()
         self._setup_run_dir()
-        precision = o.precision
-        if precision == "auto":  # a resumed run keeps its precision
-            precision = (self.ckpt or {}).get("training", {}).get("args", {}).get("precision", "auto")
-        self.amp = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
+        self._inherit()
+        self.amp = o.precision == "bf16" or (o.precision == "auto" and self.device.type == "cuda")
+        self._setup_data()
         self._setup_model()
         self._setup_optimizer()
         self._restore()
@@ -521,6 +519,16 @@ class _Run:
         self._setup_logging()
 
     # ---- setup
+
+    def _inherit(self):
+        """A resumed run keeps its precision and data selection unless given anew."""
+        args = (self.ckpt or {}).get("training", {}).get("args", {})
+        o = self.o
+        if o.precision == "auto":
+            o.precision = args.get("precision", "auto")
+        for name in ("mix", "ids", "val_ids"):
+            if getattr(o, name) is None and args.get(name) is not None:
+                setattr(o, name, args[name])
 
     def _setup_data(self):
         o = self.o
