@@ -334,6 +334,11 @@ def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
     assert rc == 0
     extra = read_model_file(tmp_path / "cli" / "best.pt")["extra"]
     assert seen_of(extra) == {"elements": ["H", "C", "O"], "charges": [-1, 0]}
+    rc = cli_main(["evaluate", "--model", str(tmp_path / "cli" / "best.pt"), str(store.path),
+                   str(other.path), "--split", "all"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "8 molecules (all)" in out and "  qm9: 4 molecules" in out and "  S: 3 molecules" in out
     rc = cli_main(["train", str(store.path), str(other.path), "--out", str(tmp_path / "bad"),
                    "--preset", "tiny", "--steps", "2", "--mix", "1", "--no-progress"])
     assert rc == 2

@@ -159,7 +159,9 @@ def add_evaluate(sub) -> None:
                     "count, seconds. 'val': QM9 110001-120000 and the hashed share of other "
                     "records; 'test': QM9 120001-133885; 'all': every record.",
     )
-    p.add_argument("store", metavar="STORE")
+    p.add_argument("store", metavar="STORE", nargs="+",
+                   help="store(s) or bank(s); several are evaluated together, with a summary "
+                        "per group (qm9, S, anion, ...)")
     p.add_argument("--model", required=True, metavar="MODEL_FILE", help="model file (e.g. RUN_DIR/best.pt)")
     p.add_argument("--split", choices=("val", "test", "all"), default="val", help="which records")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
@@ -172,8 +174,9 @@ def run_evaluate(args) -> int:
     from .evaluate import evaluate, format_table
 
     model = model_file(args.model, "--model")
-    if not Path(args.store).is_dir():
-        raise InputError(f"{args.store}: not a rhosr store or bank")
+    for path in args.store:
+        if not Path(path).is_dir():
+            raise InputError(f"{path}: not a rhosr store or bank")
     result = evaluate(model, open_labels(args.store), split=args.split, device=args.device,
                       progress=args.progress)
     print(format_table(result))

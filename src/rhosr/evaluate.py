@@ -148,7 +148,8 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
         "groups": group_summary(rows),
     }
     return {
-        "model": model_path, "preset": extra.get("preset"), "store": str(store.path),
+        "model": model_path, "preset": extra.get("preset"),
+        "store": ", ".join(str(p) for p in getattr(store, "paths", [store.path])),
         "split": split if ids is None else "ids", "device": str(dev),
         "molecules": rows, "summary": summary,
     }
