@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One training run on a lent GPU machine, in the repository root: expand the bank's
 # densities with NumPy, train in mixed precision (bf16 autocast on CUDA) for MINUTES,
-# evaluate the best checkpoint (chosen on validation) on the bank's test split, and leave
-# best.pt, metrics.csv, test.json and log.txt in $OUT.
+# evaluate the best checkpoint (chosen on validation) on the bank's test and validation
+# splits (and the INIT model on the same validation molecules), and leave best.pt,
+# metrics.csv, test.json, val.json (init_val.json) and log.txt in $OUT.
 #
 # Settings (environment):  BANK (data/qm9)  PRESET (sr-narrow)  INIT (a model file to
 # continue from, e.g. src/rhosr/models/default.pt; overrides PRESET)  MINUTES (7)
@@ -54,6 +55,14 @@ resume=()
         --batch "$BATCH" --val-every "$VAL_EVERY" --no-progress "${model[@]}" "${resume[@]}"
     "$PY" -m rhosr evaluate --model "$WORK/run/best.pt" "$BANK" --split test --device "$DEVICE" \
         --json "$OUT/test.json"
+    # validation NMAE of the new and (with INIT) the start model on the same molecules:
+    # bundle the new one only if it is better there (scripts/bundle_model.py)
+    "$PY" -m rhosr evaluate --model "$WORK/run/best.pt" "$BANK" --split val --device "$DEVICE" \
+        --json "$OUT/val.json" | tail -1
+    if [ -n "$INIT" ]; then
+        "$PY" -m rhosr evaluate --model "$INIT" "$BANK" --split val --device "$DEVICE" \
+            --json "$OUT/init_val.json" | tail -1
+    fi
     cp "$WORK/run/best.pt" "$WORK/run/metrics.csv" "$OUT/"
     echo "done: $(( $(date +%s) - start )) s"
 } 2>&1 | tee "$OUT/log.txt"
