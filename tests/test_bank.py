@@ -156,6 +156,16 @@ def test_generate_never_relabels_what_the_bank_holds(tmp_path, labels, capsys):
                  "--no-progress"]) == 0
     assert "done 0, failed 0, skipped 2" in capsys.readouterr().out
     assert not list((store / "records").glob("*.h5"))
+    # a folder where a bank is yet to start (a datasheet only) skips nothing: here all are
+    # in the store already; a path that does not exist is an error
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "DATASHEET.md").write_text("to come\n")
+    assert main(["generate", "qm9:485", "--out", str(store), "--skip-in", str(bank),
+                 str(tmp_path / "new"), "--no-progress", "--limit", "0"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "qm9:485", "--out", str(store), "--skip-in", str(tmp_path / "nope"),
+                 "--no-progress"]) == 2
+    assert "--skip-in" in capsys.readouterr().err
 
 
 def test_training_reads_two_banks(tmp_path, labels, capsys):
