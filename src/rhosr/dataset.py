@@ -41,7 +41,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .grid import UPSAMPLE, Grid
+from .grid import UPSAMPLE
 from .molecule import split_of_id
 from .sad import sad_density
 
@@ -384,9 +384,7 @@ class DensityDataset(torch.utils.data.Dataset):
         ``op`` and ``shift`` and cut to ``window`` (start, size) as the SAD is."""
         from .sad import element_parts
 
-        fine = a["grid"]
-        coarse = Grid(fine.cell, tuple(n // UPSAMPLE for n in fine.mesh))
-        parts = element_parts(a["symbols"], a["positions"], coarse, self.sad_variant)
+        parts = element_parts(a["symbols"], a["positions"], a["grid"].coarsen(), self.sad_variant)
         if op != IDENTITY:
             parts = apply_symmetry(parts, op)
         if any(shift):

@@ -16,7 +16,7 @@ import torch
 
 from .dataset import select_ids
 from .density import nmae
-from .grid import UPSAMPLE, Grid
+from .grid import UPSAMPLE
 from .molecule import InputError
 from .sad import network_input, sad_density
 
@@ -64,9 +64,8 @@ def predict_record(model, record, device, normalize: bool = True, sad_variant: s
     grid = record.grid
     sad_c, sad_f = record_sad(record, sad_variant)
     inputs = getattr(getattr(model, "config", None), "inputs", "sad")
-    if inputs != "sad":
-        coarse = Grid(grid.cell, tuple(n // UPSAMPLE for n in grid.mesh))
-        sad_c = network_input(inputs, sad_c, record.symbols, record.positions, coarse, sad_variant)
+    sad_c = network_input(inputs, sad_c, record.symbols, record.positions, grid.coarsen(),
+                          sad_variant)
     sc = torch.from_numpy(sad_c).to(device)
     sc = sc[None, None] if sc.dim() == 3 else sc[None]
     sf = torch.from_numpy(sad_f)[None, None].to(device)
