@@ -112,3 +112,16 @@ def test_generate_export_info(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "records" in text and " 2" in text and "PBE" in text.upper()
     assert main(["info", str(tmp_path / "nothing")]) == 2
+
+
+def test_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`rhosr info default | head -1`: the reader closes the pipe; no traceback, status 141."""
+    import io
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["info", "default"]) == 141
+    assert "Traceback" not in capsys.readouterr().err

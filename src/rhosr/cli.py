@@ -359,6 +359,19 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("rhosr: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`rhosr info ... | head`): stop quietly
+        _silence_stdout()
+        return 141  # what a shell reports for SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the final flush does not fail again."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _one_line(err) -> str:
