@@ -29,8 +29,9 @@ s = os.path.expanduser('$STORE/qm9')
 n |= set(Store(s).ids()) if os.path.isdir(s) else set()
 print(len(n))")
 if [ "$have" -lt 1500 ]; then
-    # a seeded sample of the training pool; what the bank or the store holds is skipped
-    rhosr generate "qm9:train/$((1500 - have + 600))" --out "$STORE/qm9" --skip-in data/qm9 \
+    # a seeded sample of the training pool (a larger count extends the same list, and what
+    # the bank or the store holds is skipped, so the count only has to be large enough)
+    rhosr generate "qm9:train/5000" --out "$STORE/qm9" --skip-in data/qm9 \
         --limit "$((1500 - have))" --workers "$WORKERS" --no-progress
 fi
 
