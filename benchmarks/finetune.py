@@ -12,7 +12,10 @@ S, Cl, P, Si, B, anions, cations; ids ``<group>-test-NNN``):
 3. ``--sweep GROUP N``: instead, what to freeze and which learning rate, on one group and
    size (rows of ``SWEEP``);
 4. ``--all N``: instead, one fine-tuning on the first N training molecules of every group
-   at once (the candidate for the new default model), evaluated per group and on QM9.
+   at once (the candidate for the new default model), evaluated per group and on QM9;
+5. ``--joint``: step 2 with every group at once: one run per size N on the first N training
+   molecules of every group (runs ``all-N``), each group's row read from it (a seventh of
+   the CPU time of step 2).
 
 Each run is ``rhosr train --init MODEL EXOTIC QM9 --mix ... --ids ... --val-ids ...`` (the
 command is printed); runs land in ``--out/<group>-<N>`` and resume when found there.
@@ -92,6 +95,18 @@ def fine_tune(args, exotic, qm9, group, n, freeze=(), lr=None, name=None) -> dic
             "groups": ev["summary"]["groups"]}
 
 
+def run_for(result: dict, group: str, n: int):
+    """(group test NMAE %, QM9 test NMAE %) after fine-tuning with ``n`` molecules, from the
+    group's own run or a ``--joint`` run; None if not measured."""
+    r = result["runs"].get(f"{group}-{n}")
+    if r is not None:
+        return r["test_nmae_percent"], r["qm9_test_nmae_percent"]
+    r = result["runs"].get(f"all-{n}")
+    if r is not None and group in r["groups"]:
+        return r["groups"][group]["mean_nmae_percent"], r["qm9_test_nmae_percent"]
+    return None
+
+
 def table(result: dict) -> str:
     zs = result.get("zero_shot") or {}
     lines = ["| group | SAD % | zero shot % | " + " | ".join(
@@ -101,9 +116,8 @@ def table(result: dict) -> str:
         z = (zs.get("groups") or {}).get(g, {})
         cells = []
         for n in result["sizes"]:
-            r = result["runs"].get(f"{g}-{n}")
-            cells.append("-" if r is None else
-                         f"{r['test_nmae_percent']:.2f} ({r['qm9_test_nmae_percent']:.2f})")
+            r = run_for(result, g, n)
+            cells.append("-" if r is None else f"{r[0]:.2f} ({r[1]:.2f})")
         lines.append(f"| {g} | {z.get('mean_sad_nmae_percent', float('nan')):.2f} | "
                      f"{z.get('mean_nmae_percent', float('nan')):.2f} | " + " | ".join(cells) + " |")
     if zs:
@@ -131,11 +145,10 @@ def plot(result: dict, path: Path) -> None:
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
     zs = (result.get("zero_shot") or {}).get("groups", {})
     for g in result["groups"]:
-        pts = [(0, zs[g]["mean_nmae_percent"])] if g in zs else []
-        pts += [(n, result["runs"][f"{g}-{n}"]["test_nmae_percent"]) for n in result["sizes"]
-                if f"{g}-{n}" in result["runs"]]
-        q = [(n, result["runs"][f"{g}-{n}"]["qm9_test_nmae_percent"]) for n in result["sizes"]
-             if f"{g}-{n}" in result["runs"]]
+        done = [(n, run_for(result, g, n)) for n in result["sizes"]]
+        done = [(n, r) for n, r in done if r is not None]
+        pts = ([(0, zs[g]["mean_nmae_percent"])] if g in zs else []) + [(n, r[0]) for n, r in done]
+        q = [(n, r[1]) for n, r in done]
         if pts:
             ax.plot(*zip(*pts), marker="o", label=g)
         if q:
@@ -159,7 +172,8 @@ def _parser():
     ap.add_argument("--qm9", default=str(ROOT / "data" / "qm9"))
     ap.add_argument("--model", default=str(default_model_path()), help="start model file")
     ap.add_argument("--groups", nargs="+", default=list(GROUPS))
-    ap.add_argument("--sizes", nargs="+", type=int, default=[10, 25, 50])
+    ap.add_argument("--sizes", nargs="*", type=int, default=[10, 25, 50],
+                    help="fine-tuning molecules per group (none: the zero shot only)")
     ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock minutes per run")
     ap.add_argument("--qm9-share", type=float, default=0.5, help="share of QM9 samples")
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -168,6 +182,8 @@ def _parser():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-zero-shot", action="store_true")
     ap.add_argument("--sweep", nargs=2, metavar=("GROUP", "N"), default=None)
+    ap.add_argument("--joint", action="store_true",
+                    help="one run per size on every group at once (runs all-N)")
     ap.add_argument("--all", type=int, default=None, metavar="N",
                     help="one run on the first N training molecules of every group")
     ap.add_argument("--plot", type=Path, default=None, metavar="PNG")
@@ -201,10 +217,11 @@ def main(argv=None) -> int:
     if not args.no_zero_shot:
         result["zero_shot"] = zero_shot(args.model, exotic, qm9, args.groups)
         path.write_text(json.dumps(result, indent=1))
-    for g in args.groups:
-        for n in args.sizes:
-            result["runs"][f"{g}-{n}"] = fine_tune(args, exotic, qm9, g, n)
-            path.write_text(json.dumps(result, indent=1))
+    runs = ([("all", n) for n in args.sizes] if args.joint else
+            [(g, n) for g in args.groups for n in args.sizes])
+    for g, n in runs:
+        result["runs"][f"{g}-{n}"] = fine_tune(args, exotic, qm9, g, n)
+        path.write_text(json.dumps(result, indent=1))
     print(table(result))
     if args.plot:
         plot(result, args.plot)

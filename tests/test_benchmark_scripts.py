@@ -42,3 +42,24 @@ def test_finetune_zero_shot_and_runs(tmp_path, capsys):
     assert result["runs"]["S-2"]["groups"] == {"S": result["runs"]["S-2"]["groups"]["S"]}
     out = capsys.readouterr().out
     assert "| S |" in out and "QM9 test NMAE of the start model" in out
+
+
+def test_finetune_joint_runs_fill_every_group(tmp_path, capsys):
+    exotic = make_store(tmp_path / "ex", [("S-test-000", "CS"), ("S-val-001", "CCS"),
+                                          ("S-train-002", "S"), ("Cl-test-000", "CCl"),
+                                          ("Cl-val-001", "ClCCl"), ("Cl-train-002", "Cl")])
+    qm9 = make_store(tmp_path / "q", MOLECULES)
+    finetune = _load("finetune")
+    args = ["--out", str(tmp_path / "ft"), "--exotic", str(exotic.path), "--qm9", str(qm9.path),
+            "--groups", "S", "Cl", "--minutes", "0.02", "--val-every", "2"]
+    assert finetune.main(args + ["--sizes"]) == 0  # the zero shot alone
+    assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["runs"] == {}
+    assert finetune.main(args + ["--sizes", "1", "--joint", "--no-zero-shot"]) == 0
+    result = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert set(result["runs"]) == {"all-1"} and set(result["runs"]["all-1"]["groups"]) == {"S", "Cl"}
+    for g in ("S", "Cl"):
+        nmae, qm9_nmae = finetune.run_for(result, g, 1)
+        assert nmae == result["runs"]["all-1"]["groups"][g]["mean_nmae_percent"] > 0
+        assert qm9_nmae == result["runs"]["all-1"]["qm9_test_nmae_percent"]
+    out = capsys.readouterr().out
+    assert "| S |" in out and "| Cl |" in out
