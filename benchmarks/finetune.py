@@ -69,7 +69,7 @@ def fine_tune(args, exotic, qm9, group, n, freeze=(), lr=None, name=None) -> dic
     groups = args.groups if group == "all" else [group]
     per_group = {g: group_ids(exotic, g, "train")[:n] for g in groups}
     short = {g: len(v) for g, v in per_group.items() if len(v) < n}
-    if any(len(v) < 0.9 * n for v in per_group.values()):
+    if any(c < 0.9 * n for c in short.values()):
         raise SystemExit(f"{args.exotic}: fewer than {n} training molecules: {short}")
     if short:  # a label or two missing (an SCF that did not converge): use what is there
         print(f"note: fewer than {n} training molecules in {short}", flush=True)
