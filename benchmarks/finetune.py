@@ -82,17 +82,20 @@ def fine_tune(args, exotic, qm9, group, n, freeze=(), lr=None, name=None) -> dic
     print(f"rhosr train {args.exotic} {args.qm9} --init {args.model} --out {run} --minutes "
           f"{args.minutes:g} --mix {1 - share:g} {share:g} --ids <the first {n} training molecules "
           f"of {', '.join(groups)}> 'qm9_*' --val-ids {' '.join(repr(v) for v in val)} "
-          f"--val-max {val_max} --lr {lr:g}" + (f" --freeze {' '.join(freeze)}" if freeze else ""),
+          f"--val-max {val_max} --lr {lr:g}" + (f" --freeze {' '.join(freeze)}" if freeze else "")
+          + (f" --ema {args.ema:g}" if args.ema else ""),
           flush=True)
     res = train([args.exotic, args.qm9], run, init=args.model, minutes=args.minutes,
                 mix=[1 - share, share], ids=train_ids + ["qm9_*"], val_ids=val, val_max=val_max,
                 lr=lr, freeze=freeze, seed=args.seed, val_every=args.val_every, progress=False,
+                ema=args.ema,
                 resume=(run / "last.pt").exists())
     ev = evaluate(res["best"], exotic, ids=[i for g in groups for i in group_ids(exotic, g, "test")],
                   device="cpu")
     q = evaluate(res["best"], qm9, split="test", device="cpu")
     return {"run": run.name, "group": group, "n": n, "freeze": list(freeze), "lr": lr,
-            "minutes": args.minutes, "steps": res["steps"], "val_nmae_percent": res["best_val_nmae_percent"],
+            "minutes": args.minutes, "qm9_share": share, "ema": args.ema, "steps": res["steps"],
+            "val_nmae_percent": res["best_val_nmae_percent"],
             "test_nmae_percent": ev["summary"]["mean_nmae_percent"],
             "sad_nmae_percent": ev["summary"]["mean_sad_nmae_percent"],
             "qm9_test_nmae_percent": q["summary"]["mean_nmae_percent"],
@@ -181,6 +184,8 @@ def _parser():
     ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock minutes per run")
     ap.add_argument("--qm9-share", type=float, default=0.5, help="share of QM9 samples")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--ema", type=float, default=None,
+                    help="EMA decay of the weights (rhosr train --ema); default: none")
     ap.add_argument("--val-max", type=int, default=15, help="validation molecules per run")
     ap.add_argument("--val-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)

@@ -157,7 +157,7 @@ def test_fine_tune_with_frozen_parts(store, tmp_path):
         same = torch.equal(before[name], after[name])
         assert same == name.startswith(("head.", "blocks.")), name
     info = read_checkpoint(tmp_path / "ft" / "last.pt")
-    assert info["training"]["args"]["lr"] == pytest.approx(1e-4)
+    assert info["training"]["args"]["lr"] == pytest.approx(3e-4)  # the fine-tuning default
     assert info["extra"]["init"] == str(init)
     with pytest.raises(ValueError, match="cannot freeze"):
         train(store, tmp_path / "ft2", init=init, freeze=["nonsense"], steps=1, progress=False)
