@@ -217,16 +217,17 @@ def test_bad_inputs_exit_2(files, tmp_path, capsys, case, monkeypatch):
 
 
 def test_unseen_element_or_charge_is_a_warning(tmp_path, capsys):
-    """The bundled model (QM9: H C N O F, neutral) warns on S and on an anion, in the
-    summary line, and still writes the density; a model that saw them does not warn."""
+    """The bundled model (H B C N O F Si P S Cl; charges -1 0 +1) warns on Al and on a
+    dianion, in the summary line, and still writes the density; not on what it has seen."""
     out = tmp_path / "x.cube"
-    assert main(["predict", "smiles:CS", "-o", str(out)]) == 0
+    assert main(["predict", "smiles:[AlH2]Cl", "-o", str(out)]) == 0
     line = capsys.readouterr().out
-    assert "warning: the model was never trained on element S" in line and out.is_file()
-    assert main(["predict", "smiles:C[O-]", "-o", str(out)]) == 0
-    assert "never trained on charge -1" in capsys.readouterr().out
-    assert main(["predict", "smiles:CO", "-o", str(out)]) == 0
-    assert "warning" not in capsys.readouterr().out
+    assert "warning: the model was never trained on element Al" in line and out.is_file()
+    assert main(["predict", "smiles:[O-]C(=O)C(=O)[O-]", "-o", str(out)]) == 0
+    assert "never trained on charge -2" in capsys.readouterr().out
+    for smiles in ("CS", "C[O-]", "C[NH3+]", "CO"):
+        assert main(["predict", "smiles:" + smiles, "-o", str(out)]) == 0
+        assert "warning" not in capsys.readouterr().out, smiles
 
     net = build("tiny")
     save_model(tmp_path / "m.pt", net, extra={"training_data": {
