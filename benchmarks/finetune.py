@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.bank import open_labels  # noqa: E402
+from rhosr.config import DEFAULT_FINETUNE_LR  # noqa: E402
 from rhosr.evaluate import evaluate  # noqa: E402
 from rhosr.molecule import group_of_id, split_of_id  # noqa: E402
 from rhosr.predict import default_model_path  # noqa: E402
@@ -183,7 +184,8 @@ def _parser():
                     help="fine-tuning molecules per group (none: the zero shot only)")
     ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock minutes per run")
     ap.add_argument("--qm9-share", type=float, default=0.5, help="share of QM9 samples")
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=DEFAULT_FINETUNE_LR,
+                    help=f"peak learning rate (default {DEFAULT_FINETUNE_LR:g}, rhosr train --init's)")
     ap.add_argument("--ema", type=float, default=None,
                     help="EMA decay of the weights (rhosr train --ema); default: none")
     ap.add_argument("--val-max", type=int, default=15, help="validation molecules per run")
