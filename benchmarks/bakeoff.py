@@ -6,15 +6,20 @@ split), for the same wall-clock minutes (``--minutes``, default 60), with the sa
 batch and schedule; then evaluates the row's best checkpoint (chosen on validation) on
 the bank's test split (``qm9:test/50``).  A row reports validation and test NMAE,
 steps, seconds per step, parameters and inference seconds per test molecule.  Rows
-run one after the other in this process (``--rows``), so their times compare; a row
-killed part-way resumes where it stopped when run again into the same ``--out``.
-``--out/bakeoff.json`` collects the rows (rows measured by an earlier invocation stay
-unless measured again); ``--plot PNG`` draws the learning curves (validation NMAE
-against minutes, from each run's ``metrics.csv``).  Equal minutes compare only on a
-machine doing nothing else: run it with no labelling or training beside it.
+run one after the other in this process (``--rows``); a row killed part-way resumes
+where it stopped when run again into the same ``--out``.  ``--threads N`` gives each
+row N CPU threads, so equal minutes are equal CPU-minutes: on two cores, two processes
+with ``--threads 1`` and different rows measure two rows at once.  ``--out/bakeoff.json``
+collects the rows (re-read before each write, so processes sharing ``--out`` keep each
+other's rows; rows measured earlier stay unless measured again); ``--plot PNG`` draws
+the learning curves (validation NMAE against minutes, from each run's ``metrics.csv``).
+Equal minutes compare only when every row ran under the same load: run it with no
+labelling, training or tests beside it.
 
     PYTHONPATH=src python benchmarks/bakeoff.py data/qm9 --out runs/bakeoff --minutes 60 \\
-        --rows sr-narrow sr-narrow-bf16 unet sr-elements sr-fine --plot docs/bakeoff.png
+        --threads 1 --rows sr-narrow unet &
+    PYTHONPATH=src python benchmarks/bakeoff.py data/qm9 --out runs/bakeoff --minutes 60 \\
+        --threads 1 --rows sr-elements sr-fine --plot docs/bakeoff.png
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ def curve(run: Path) -> list[tuple[float, float]]:
     with open(path) as fh:
         return [(float(r["seconds"]) / 60, float(r["val_nmae_percent"])) for r in csv.DictReader(fh)
                 if r.get("val_nmae_percent") not in (None, "")]
+
+
+def load_rows(path: Path) -> dict:
+    """Rows recorded in ``bakeoff.json`` so far, by name."""
+    return {r["row"]: r for r in (json.loads(path.read_text()) if path.exists() else [])}
 
 
 def run_row(args, name: str) -> dict:
@@ -124,15 +134,22 @@ def main(argv=None) -> int:
     ap.add_argument("--val-every", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads per row (torch.set_num_threads); default: torch's choice")
     ap.add_argument("--plot", type=Path, default=None, metavar="PNG")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "bakeoff.json"
-    rows = {r["row"]: r for r in (json.loads(path.read_text()) if path.exists() else [])}
     for name in args.rows:
-        rows[name] = run_row(args, name)
-        print(json.dumps({k: v for k, v in rows[name].items() if k != "curve"}), flush=True)
+        row = dict(run_row(args, name), threads=args.threads)
+        print(json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True)
+        rows = dict(load_rows(path), **{name: row})
         path.write_text(json.dumps(list(rows.values()), indent=1))
+    rows = load_rows(path)
     print(table(list(rows.values())))
     if args.plot:
         plot(list(rows.values()), args.plot)

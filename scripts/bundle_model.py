@@ -26,14 +26,30 @@ from rhosr.model import build, read_model_file, save_model  # noqa: E402
 DEFAULT = ROOT / "src" / "rhosr" / "models" / "default.pt"
 
 
+def portable_init(init) -> str | None:
+    """The run's ``--init`` as the bundled file should name it: a path inside the
+    repository relative to its root, any other file by its name (an absolute path
+    names a file on the machine that trained it, which no user has)."""
+    if not init:
+        return None
+    path = Path(init).expanduser().resolve()
+    if path == DEFAULT.resolve():
+        return "the bundled model it replaces (src/rhosr/models/default.pt)"
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
 def bundled_extra(run_extra: dict, previous: dict | None, run_name: str, command: str) -> dict:
-    """The metadata of the bundled file: the run's, plus command, hardware and phases."""
+    """The metadata of the bundled file: the run's, plus command, hardware and phases;
+    ``init`` as :func:`portable_init` gives it."""
     phase = {"run": run_name, "steps": run_extra.get("steps"), "seconds": run_extra.get("seconds"),
              "best_val_nmae_percent": run_extra.get("best_val_nmae_percent")}
     phases = list((previous or {}).get("phases") or []) + [phase]
     commands = [c for c in ((previous or {}).get("training_command"), command) if c]
     extra = dict(run_extra)
-    extra.update(phases=phases, training_command=" && ".join(commands), card="default.md",
+    extra.update(init=portable_init(run_extra.get("init")), phases=phases, training_command=" && ".join(commands), card="default.md",
                  hardware=f"{platform.machine()}, {run_extra.get('world_size', 1)} process(es)")
     return extra
 

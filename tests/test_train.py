@@ -393,6 +393,10 @@ def test_bundle_script_writes_a_plain_model_file(store, tmp_path):
     assert [p["run"] for p in extra["phases"]] == ["p0", "run"] and extra["training_command"] == "a && b"
     assert extra["training_data"]["ids"] == ["qm9_000001", "qm9_000003"]
     _assert_same(load_model(out).state_dict(), _weights(res["best"]))
+    assert extra["init"] is None
+    assert bundle.portable_init(bundle.ROOT / "runs" / "x" / "best.pt") == "runs/x/best.pt"
+    assert bundle.portable_init(tmp_path / "start.pt") == "start.pt"  # not a path on this machine
+    assert "bundled model it replaces" in bundle.portable_init(bundle.DEFAULT)
 
 
 def test_resume_keeps_the_data_selection(store, tmp_path):
