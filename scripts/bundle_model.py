@@ -49,7 +49,8 @@ def bundled_extra(run_extra: dict, previous: dict | None, run_name: str, command
     phases = list((previous or {}).get("phases") or []) + [phase]
     commands = [c for c in ((previous or {}).get("training_command"), command) if c]
     extra = dict(run_extra)
-    extra.update(init=portable_init(run_extra.get("init")), phases=phases, training_command=" && ".join(commands), card="default.md",
+    extra.update(init=portable_init(run_extra.get("init")), phases=phases,
+                 training_command=" && ".join(commands), card="default.md",
                  hardware=f"{platform.machine()}, {run_extra.get('world_size', 1)} process(es)")
     return extra
 
