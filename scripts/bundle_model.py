@@ -41,16 +41,23 @@ def portable_init(init) -> str | None:
         return path.name
 
 
-def bundled_extra(run_extra: dict, previous: dict | None, run_name: str, command: str) -> dict:
-    """The metadata of the bundled file: the run's, plus command, hardware and phases;
-    ``init`` as :func:`portable_init` gives it."""
+def card_name(out: Path) -> str | None:
+    """The model card beside the written file (its stem + ``.md``), or None when it has none."""
+    card = Path(out).with_suffix(".md")
+    return card.name if card.is_file() else None
+
+
+def bundled_extra(run_extra: dict, previous: dict | None, run_name: str, command: str,
+                  card: str | None = None) -> dict:
+    """The metadata of the bundled file: the run's, plus command, hardware, phases and its
+    card's file name; ``init`` as :func:`portable_init` gives it."""
     phase = {"run": run_name, "steps": run_extra.get("steps"), "seconds": run_extra.get("seconds"),
              "best_val_nmae_percent": run_extra.get("best_val_nmae_percent")}
     phases = list((previous or {}).get("phases") or []) + [phase]
     commands = [c for c in ((previous or {}).get("training_command"), command) if c]
     extra = dict(run_extra)
     extra.update(init=portable_init(run_extra.get("init")), phases=phases,
-                 training_command=" && ".join(commands), card="default.md",
+                 training_command=" && ".join(commands), card=card,
                  hardware=f"{platform.machine()}, {run_extra.get('world_size', 1)} process(es)")
     return extra
 
@@ -72,7 +79,8 @@ def main(argv=None) -> int:
     prev_extra = read_model_file(previous)["extra"] if previous is not None else None
     model = build(record["config"])
     model.load_state_dict(record["state_dict"], strict=True)
-    out_extra = bundled_extra(extra, prev_extra, args.checkpoint.parent.name, args.command)
+    out_extra = bundled_extra(extra, prev_extra, args.checkpoint.parent.name, args.command,
+                              card=card_name(args.out))
     save_model(args.out, model, extra=out_extra)
     print(f"{args.out}: {extra.get('preset')}, best validation NMAE "
           f"{extra.get('best_val_nmae_percent'):.3f} %, {len(out_extra['phases'])} phase(s); "

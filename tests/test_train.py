@@ -394,6 +394,9 @@ def test_bundle_script_writes_a_plain_model_file(store, tmp_path):
     assert extra["training_data"]["ids"] == ["qm9_000001", "qm9_000003"]
     _assert_same(load_model(out).state_dict(), _weights(res["best"]))
     assert extra["init"] is None
+    assert extra["card"] is None  # no bundled.md beside it
+    (tmp_path / "bundled.md").write_text("# card\n")
+    assert bundle.card_name(out) == "bundled.md"
     assert bundle.portable_init(bundle.ROOT / "runs" / "x" / "best.pt") == "runs/x/best.pt"
     assert bundle.portable_init(tmp_path / "start.pt") == "start.pt"  # not a path on this machine
     assert "bundled model it replaces" in bundle.portable_init(bundle.DEFAULT)
