@@ -5,7 +5,7 @@
 # splits (and the INIT model on the same validation molecules), and leave best.pt,
 # metrics.csv, test.json, val.json (init_val.json) and log.txt in $OUT.
 #
-# Settings (environment):  BANK (data/qm9)  PRESET (sr-narrow)  INIT (a model file to
+# Settings (environment):  BANK (data/qm9)  PRESET (unet, the bake-off's winner)  INIT (a model file to
 # continue from, e.g. src/rhosr/models/default.pt; overrides PRESET)  MINUTES (7)
 # DEVICE (cuda)  BATCH (4)  VAL_EVERY (200)  OUT (./gpu-out)  WORK (/tmp/rhosr-gpu)
 # PYTHON (python3).
@@ -22,7 +22,7 @@ set -euo pipefail
 
 PY=${PYTHON:-python3}
 BANK=${BANK:-data/qm9}
-PRESET=${PRESET:-sr-narrow}
+PRESET=${PRESET:-unet}
 INIT=${INIT:-}
 MINUTES=${MINUTES:-7}
 DEVICE=${DEVICE:-cuda}

@@ -8,6 +8,7 @@ import torch
 
 from rhosr.model import (
     DEFAULT_PRESET,
+    TRAIN_PRESET,
     PRESETS,
     ModelConfig,
     build,
@@ -54,7 +55,12 @@ def test_paper_parameter_count():
 
 
 def test_preset_table():
-    assert DEFAULT_PRESET == "sr-narrow"
+    assert DEFAULT_PRESET == "sr-narrow"  # the base of configs recorded as dicts: never changes
+    from types import SimpleNamespace
+    from rhosr.train import _choose_config
+    config, name, _ = _choose_config(SimpleNamespace(init=None, preset=None), None)
+    assert name == TRAIN_PRESET == "unet" and config == PRESETS["unet"]  # rhosr train, no --preset
+    assert count_parameters(build("unet")) == 684_928
     assert abs(count_parameters(build("sr")) - 0.34e6) <= 0.01 * 0.34e6
     assert count_parameters(build("sr-narrow")) == count_parameters(build("sr", channels=16))
     assert receptive_field("sr") == 14 and receptive_field("tiny") == 6

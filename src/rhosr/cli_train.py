@@ -19,8 +19,8 @@ from .molecule import InputError
 
 
 def add_train(sub) -> None:
-    from .config import (DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_PRESET,
-                         DEFAULT_STEPS, DEFAULT_VAL_EVERY, PRESETS)
+    from .config import (DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS,
+                         DEFAULT_VAL_EVERY, PRESETS, TRAIN_PRESET)
 
     p = sub.add_parser(
         "train", formatter_class=_Formatter,
@@ -51,7 +51,8 @@ def add_train(sub) -> None:
                    help="the same for the validation molecules")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
     p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help=f"model preset (default: {DEFAULT_PRESET}, or the --init file's)")
+                   help=f"model preset (default: {TRAIN_PRESET}, the bake-off's winner, or the --init "
+                        "file's)")
     p.add_argument("--steps", type=int, default=None,
                    help=f"optimizer steps (default: {DEFAULT_STEPS} unless --minutes)")
     p.add_argument("--minutes", type=float, default=None,

@@ -124,8 +124,9 @@ class ModelConfig:
 
 
 #: Named configurations.  ``paper``: the published network (9.35 M
-#: parameters).  ``sr-narrow``: our CPU default (87 k; best at an equal 90-minute
-#: budget).  ``sr``: the same with C = 32 (0.34 M).  ``sr-wide``/``sr-deep``:
+#: parameters).  ``sr-narrow``: 87 k, best of the single-scale bodies at an equal 90-minute
+#: budget.  ``unet``: the multi-scale body that won the bake-off (0.68 M; TRAIN_PRESET).
+#: ``sr``: ``sr-narrow`` with C = 32 (0.34 M).  ``sr-wide``/``sr-deep``:
 #: ablations.  ``tiny``/``tiny-paper``: for tests.
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(
@@ -134,7 +135,7 @@ PRESETS: dict[str, ModelConfig] = {
     ),
     "sr": ModelConfig(arch="sad-residual", channels=32, blocks=6, kernel_in=3, kernel=3),
     "sr-wide": ModelConfig(arch="sad-residual", channels=48, blocks=6, kernel_in=3, kernel=3),
-    # the default: 2.7x cheaper per step than "sr", and better at equal training time
+    # 2.7x cheaper per step than "sr", and better at equal training time
     "sr-narrow": ModelConfig(arch="sad-residual", channels=16, blocks=6, kernel_in=3, kernel=3),
     "sr-deep": ModelConfig(arch="sad-residual", channels=32, blocks=12, kernel_in=3, kernel=3),
     # the bake-off's rows (benchmarks/bakeoff.py): about sr-narrow's cost per step
@@ -150,7 +151,11 @@ PRESETS: dict[str, ModelConfig] = {
         input_transform="none", output="softplus",
     ),
 }
+#: the base of a configuration given as a dict (model files record their fields over it)
 DEFAULT_PRESET = "sr-narrow"
+#: what ``rhosr train`` builds from scratch without ``--preset``: the bake-off's winner, the
+#: lowest validation NMAE after the same CPU-minutes (docs/benchmarks.md, "Bake-off")
+TRAIN_PRESET = "unet"
 
 
 def make_config(preset_or_config=DEFAULT_PRESET, **overrides) -> ModelConfig:

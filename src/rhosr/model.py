@@ -87,6 +87,7 @@ MODEL_FORMAT_VERSION = 1
 from .config import (  # noqa: E402,F401 -- the configuration, re-exported
     ARCHS,
     DEFAULT_PRESET,
+    TRAIN_PRESET,
     ELEMENT_CHANNELS,
     INPUTS,
     INPUT_TRANSFORMS,

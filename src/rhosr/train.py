@@ -43,7 +43,7 @@ import torch
 
 from .bank import store_paths
 from .dataset import DensityDataset, select_ids
-from .model import (DEFAULT_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, build, count_parameters,
+from .model import (TRAIN_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, build, count_parameters,
                     make_config, merge_seen, read_model_file, seen_of)
 from .molecule import InputError, split_of_id
 
@@ -415,7 +415,7 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
         Run directory: ``last.pt``, ``best.pt``, ``metrics.csv`` (and
         TensorBoard events if ``tensorboard`` is installed).
     preset : str, optional
-        Model preset (default :data:`rhosr.model.DEFAULT_PRESET`; with
+        Model preset (default :data:`rhosr.config.TRAIN_PRESET`; with
         ``init``, the file's architecture).
     steps, minutes : optimizer steps and/or wall-clock budget; the run ends at
         whichever comes first (default ``DEFAULT_STEPS`` steps).  The
@@ -495,10 +495,10 @@ def _choose_config(o, ckpt):
             raise InputError(f"--init {o.init}: its architecture differs from preset {o.preset!r}")
         return config, record["extra"].get("preset") or _preset_of(config), record
     try:
-        config = make_config(o.preset or DEFAULT_PRESET)
+        config = make_config(o.preset or TRAIN_PRESET)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    return config, o.preset or DEFAULT_PRESET, None
+    return config, o.preset or TRAIN_PRESET, None
 
 
 class _Run:
