@@ -39,7 +39,7 @@ from rhosr.train import train  # noqa: E402
 
 #: row -> (what it tests, model config, other arguments of rhosr.train.train)
 ROWS = {
-    "sr-narrow": ("the bundled design, from scratch (baseline)", "sr-narrow", {}),
+    "sr-narrow": ("the design bundled until 2026-12-04, from scratch (baseline)", "sr-narrow", {}),
     "sr-narrow-bf16": ("the same, forward passes in bfloat16 on the CPU (--precision bf16)",
                        "sr-narrow", {"precision": "bf16"}),
     "unet": ("multi-scale body: coarse mesh + 2 coarser levels, 16/40/80 channels", "unet", {}),

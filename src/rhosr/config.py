@@ -125,8 +125,8 @@ class ModelConfig:
 
 #: Named configurations.  ``paper``: the published network (9.35 M
 #: parameters).  ``sr-narrow``: 87 k, best of the single-scale bodies at an equal 90-minute
-#: budget.  ``unet``: the multi-scale body that won the bake-off (0.68 M; TRAIN_PRESET).
-#: ``sr``: ``sr-narrow`` with C = 32 (0.34 M).  ``sr-wide``/``sr-deep``:
+#: budget.  ``unet``: the multi-scale body that won the bake-off (0.68 M; TRAIN_PRESET and
+#: the bundled model).  ``sr``: ``sr-narrow`` with C = 32 (0.34 M).  ``sr-wide``/``sr-deep``:
 #: ablations.  ``tiny``/``tiny-paper``: for tests.
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(

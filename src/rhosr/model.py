@@ -30,7 +30,7 @@ architectures, chosen by ``ModelConfig.arch``:
     without affine: 9,354,403; per-channel PReLU: +1,054); the convs with
     biases make up 9,354,370 of it.
 
-``"sad-residual"`` (presets ``sr-narrow`` — the default —, ``sr``, ``sr-wide``, ``sr-deep``, ``tiny``)
+``"sad-residual"`` (presets ``sr-narrow``, ``sr``, ``sr-wide``, ``sr-deep``, ``tiny``)
     Works on the coarse mesh only and predicts a correction to the SAD on the
     fine mesh: x = input_scale·sqrt(sad_coarse); Conv(1→C, K1) + PReLU; N
     blocks [Conv(K2) → PReLU → Conv(K2)] + identity; long skip; Conv(C→8,
@@ -43,7 +43,7 @@ architectures, chosen by ``ModelConfig.arch``:
     :func:`receptive_field` voxels and on sad_fine at that same voxel, so
     tiled inference and crop training are exact.
 
-``"sad-unet"`` (preset ``unet``)
+``"sad-unet"`` (preset ``unet``: the bundled model)
     The same output as ``sad-residual`` from a multi-scale body: the coarse
     mesh and ``len(widths)`` coarser levels (stride-2 conv down, stride-2
     transposed conv up, additive skips), N blocks per level each way, more
