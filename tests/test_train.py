@@ -408,3 +408,32 @@ def test_resume_keeps_the_data_selection(store, tmp_path):
     res = train(store, run, preset="tiny", steps=3, resume=True, val_every=3, progress=False)
     assert res["train_molecules"] == 1
     assert read_checkpoint(run / "last.pt")["training"]["args"]["ids"] == ["qm9_000001"]
+
+
+def test_constant_schedule_and_slim_resume_point(store, tmp_path):
+    """A 'constant' run resumed from its slim resume point goes on at the same rate with
+    the same raw and EMA weights (to the float16 difference) and without the optimizer."""
+    from rhosr.train import slim_checkpoint
+
+    run = tmp_path / "run"
+    train(store, run, preset="tiny", steps=3, batch=1, ema=0.9, schedule="constant",
+          val_every=3, progress=False)
+    full = read_checkpoint(run / "last.pt")
+    assert full["training"]["args"]["schedule"] == "constant"
+    size = slim_checkpoint(run / "last.pt", tmp_path / "slim.pt")
+    assert size < 0.7 * (run / "last.pt").stat().st_size
+    slim = read_checkpoint(tmp_path / "slim.pt")
+    assert "optimizer" not in slim["training"] and "model_delta" in slim["training"]
+    _assert_same(slim["state_dict"], full["training"]["ema_state"])
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    (run2 / "last.pt").write_bytes((tmp_path / "slim.pt").read_bytes())
+    (run2 / "metrics.csv").write_bytes((run / "metrics.csv").read_bytes())
+    with pytest.raises(ValueError, match="schedule is 'constant'"):
+        train(store, run2, steps=5, resume=True, schedule="cosine", progress=False)
+    train(store, run2, steps=5, batch=1, ema=0.9, resume=True, val_every=5, progress=False)
+    rows = list(csv.DictReader(open(run2 / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    lrs = [float(r["lr"]) for r in rows]
+    # the 200-step warm-up goes on across the resume: no restart, no decay
+    np.testing.assert_allclose(lrs, lrs[0] * np.arange(1, 6), rtol=1e-9)

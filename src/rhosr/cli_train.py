@@ -79,6 +79,10 @@ def add_train(sub) -> None:
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                    help="bf16: forward passes under bfloat16 autocast (weights and optimizer "
                         "float32); auto: bf16 on CUDA, fp32 on a CPU")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
+                   help="learning rate: 'cosine' (default) warms up and decays over the budget; "
+                        "'constant' warms up for 200 steps and stays at --lr with no horizon, for "
+                        "one long run resumed with larger --minutes (a resumed run keeps its own)")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999)")
     p.add_argument("--crop", type=int, default=None,
@@ -113,6 +117,7 @@ def run_train(args) -> int:
         val_fraction=args.val_fraction, lr=args.lr, batch=args.batch, val_every=args.val_every,
         device=args.device, ema=args.ema, crop=args.crop, augment=not args.no_augment,
         val_max=args.val_max, progress=not args.no_progress, workers=workers,
+        schedule=args.schedule,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best_val_nmae_percent"]
