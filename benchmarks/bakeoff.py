@@ -1,6 +1,6 @@
 """Accuracy per CPU-minute: network designs trained under one fixed protocol on the bank.
 
-Every row trains one design from scratch with :func:`rhosr.train.train` on the same
+Every row trains one design from scratch with :func:`rhosr.training.loop.train` on the same
 molecules (the bank's training split), validates on the same molecules (its validation
 split), for the same wall-clock minutes (``--minutes``, default 60), with the same seed,
 batch and schedule; then evaluates the row's best checkpoint (chosen on validation) on
@@ -33,11 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.evaluate import evaluate  # noqa: E402
-from rhosr.model import build, count_parameters  # noqa: E402
-from rhosr.train import train  # noqa: E402
+from rhosr.inference.evaluate import evaluate  # noqa: E402
+from rhosr.nn.model import build, count_parameters  # noqa: E402
+from rhosr.training.loop import train  # noqa: E402
 
-#: row -> (what it tests, model config, other arguments of rhosr.train.train)
+#: row -> (what it tests, model config, other arguments of rhosr.training.loop.train)
 ROWS = {
     "sr-narrow": ("the design bundled until 2026-12-04, from scratch (baseline)", "sr-narrow", {}),
     "sr-narrow-bf16": ("the same, forward passes in bfloat16 on the CPU (--precision bf16)",

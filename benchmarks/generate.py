@@ -2,7 +2,7 @@
 
     python benchmarks/generate.py [--molecules qm9:train/10] [--workers 2]
 
-Labels the molecules into a temporary store with `rhosr.generate.generate`
+Labels the molecules into a temporary store with `rhosr.dft.generate.generate`
 and prints molecules per hour and the share of worker time spent in the SCF,
 in evaluating the density on the fine mesh, and in writing the store, all
 measured in this run.
@@ -13,8 +13,8 @@ import os
 import tempfile
 import time
 
-from rhosr.generate import collect, generate
-from rhosr.molecule import split_of_id
+from rhosr.dft.generate import collect, generate
+from rhosr.core.molecule import split_of_id
 
 
 def main():

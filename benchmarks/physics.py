@@ -6,7 +6,7 @@ the 'minao' SCF). Per case:
 
 * the bundled model's prediction (in a child process, the network loaded once; seconds per
   molecule), NMAE against the reference before and after one Kohn–Sham step
-  (:func:`rhosr.physics.ks_step`) and after damped steps (:data:`REFINES`);
+  (:func:`rhosr.dft.physics.ks_step`) and after damped steps (:data:`REFINES`);
 * the Harris energy and E_KS[D] against the converged SCF energy, per refinement;
 * the dipole of ρ and of each refined density against the converged density's (debye,
   about the box centre);
@@ -36,25 +36,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.bank import open_labels  # noqa: E402
-from rhosr.density import nmae  # noqa: E402
-from rhosr.dft import build_cell, evaluate_density  # noqa: E402
-from rhosr.grid import box_for  # noqa: E402
-from rhosr.molecule import load_molecules  # noqa: E402
-from rhosr.physics import REFINE_MIXING, REFINE_STEPS, dipole_debye, ks_step, run_scf  # noqa: E402
+from rhosr.labels.bank import open_labels  # noqa: E402
+from rhosr.core.density import nmae  # noqa: E402
+from rhosr.dft.scf import build_cell, evaluate_density  # noqa: E402
+from rhosr.core.grid import box_for  # noqa: E402
+from rhosr.core.molecule import load_molecules  # noqa: E402
+from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS, dipole_debye, ks_step, run_scf  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "data" / "reference"
 IONS = ["smiles:CC(=O)[O-]", "smiles:CC[O-]", "smiles:C[NH3+]"]
 #: (steps, mixing) of the refinements measured; the first is the single undamped step (ρ₁),
-#: the second the commands' default (rhosr.physics.REFINE_STEPS, REFINE_MIXING).
+#: the second the commands' default (rhosr.dft.physics.REFINE_STEPS, REFINE_MIXING).
 REFINES = ((1, 1.0), (REFINE_STEPS, REFINE_MIXING), (4, 0.5))
 K_CYCLES = 5
 
 PREDICT_CHILD = """
 import json, sys, time
 import numpy as np
-from rhosr.molecule import load_molecules
-from rhosr.predict import predict_molecule, resolve_model
+from rhosr.core.molecule import load_molecules
+from rhosr.inference.predict import predict_molecule, resolve_model
 specs, out = json.loads(sys.argv[1]), sys.argv[2]
 net, name = resolve_model("default", "cpu")
 arrays, seconds = {}, {}

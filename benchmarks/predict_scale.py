@@ -35,7 +35,7 @@ CASES = [
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from rhosr.cli import main
+from rhosr.cli.main import main
 t_import = time.perf_counter() - t0
 t1 = time.perf_counter()
 rc = main(sys.argv[1:])

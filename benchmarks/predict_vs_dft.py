@@ -7,7 +7,7 @@ For each molecule (default: 5 QM9 test-split molecules, ``qm9:test/5``):
   many molecules pays), and once through the ``rhosr predict`` command
   (interpreter start, imports and model loading included);
 * DFT: the reference Kohn–Sham calculation at the published level of theory
-  (:func:`rhosr.dft.run_dft`: SCF plus the density on the fine mesh).
+  (:func:`rhosr.dft.scf.run_dft`: SCF plus the density on the fine mesh).
 
 Both run on the same machine with the same number of threads, one after the
 other, and the script prints the ratio DFT / predict per molecule and overall.
@@ -33,11 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.density import nmae  # noqa: E402
-from rhosr.dft import run_dft  # noqa: E402
-from rhosr.grid import box_for  # noqa: E402
-from rhosr.molecule import load_molecules  # noqa: E402
-from rhosr.predict import predict_molecule, resolve_model  # noqa: E402
+from rhosr.core.density import nmae  # noqa: E402
+from rhosr.dft.scf import run_dft  # noqa: E402
+from rhosr.core.grid import box_for  # noqa: E402
+from rhosr.core.molecule import load_molecules  # noqa: E402
+from rhosr.inference.predict import predict_molecule, resolve_model  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -1,4 +1,4 @@
-"""Speed of the SAD input density (:func:`rhosr.sad.sad_density`).
+"""Speed of the SAD input density (:func:`rhosr.core.sad.sad_density`).
 
     PYTHONPATH=src python benchmarks/sad_speed.py [--repeat 7]
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import ase.io
 
-from rhosr.grid import box_for
-from rhosr.sad import sad_density
-from rhosr.units import ANGSTROM_TO_BOHR
+from rhosr.core.grid import box_for
+from rhosr.core.sad import sad_density
+from rhosr.core.units import ANGSTROM_TO_BOHR
 
 REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference"
 CASES = [  # (xyz, charge, mesh)

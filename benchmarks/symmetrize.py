@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.density import nmae  # noqa: E402
-from rhosr.evaluate import record_sad, split_ids  # noqa: E402
-from rhosr.predict import predict_arrays, resolve_model  # noqa: E402
-from rhosr.store import Store  # noqa: E402
+from rhosr.core.density import nmae  # noqa: E402
+from rhosr.inference.evaluate import record_sad, split_ids  # noqa: E402
+from rhosr.inference.predict import predict_arrays, resolve_model  # noqa: E402
+from rhosr.labels.store import Store  # noqa: E402
 
 
 def spearman(a, b) -> float:

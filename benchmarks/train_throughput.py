@@ -1,6 +1,6 @@
 """Training throughput per model preset on a QM9-sized whole box.
 
-For each preset, run the real training loop (:func:`rhosr.train.train`, batch
+For each preset, run the real training loop (:func:`rhosr.training.loop.train`, batch
 1, whole periodic box, augmentation on) for a few steps on one molecule whose
 target is its own SAD (a stand-in: the cost does not depend on the values),
 and print molecules/s and fine voxels/s measured in this run.  The first step
@@ -13,7 +13,7 @@ and print molecules/s and fine voxels/s measured in this run.  The first step
         --variants plain pytorch-pad bf16
 
 ``--variants``: ``plain`` (the code as it is), ``pytorch-pad`` (PyTorch's own circular
-padding instead of :func:`rhosr.model.circular_pad`, whose backward is faster),
+padding instead of :func:`rhosr.nn.model.circular_pad`, whose backward is faster),
 ``bf16`` (``precision="bf16"``).  The variants of a preset run in one process, in turn,
 ``--repeat`` times each (the fastest of the repeats is printed), so their ratios compare.
 
@@ -34,13 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import rhosr.model as model_module
-from rhosr.grid import Grid, box_for
-from rhosr.model import build, count_parameters
-from rhosr.molecule import load_molecule
-from rhosr.sad import sad_density
-from rhosr.store import Record, Store
-from rhosr.train import resolve_device, train
+import rhosr.nn.model as model_module
+from rhosr.core.grid import Grid, box_for
+from rhosr.nn.model import build, count_parameters
+from rhosr.core.molecule import load_molecule
+from rhosr.core.sad import sad_density
+from rhosr.labels.store import Record, Store
+from rhosr.training.loop import resolve_device, train
 
 PRESETS = ("tiny", "sr", "sr-narrow", "sr-wide", "sr-deep", "unet", "sr-elements", "sr-fine",
            "paper")

@@ -2,7 +2,7 @@
 
 An element is supported when the installed PySCF has its GTH-PBE pseudopotential and
 both basis sets of the recipe (gth-szv, gth-tzv2p); its valence charge is the
-pseudopotential's.  ``rhosr.elements`` reads the table so that structure input and
+pseudopotential's.  ``rhosr.core.elements`` reads the table so that structure input and
 prediction need not import PySCF; ``tests/test_molecule.py`` checks it against PySCF.
 
     python scripts/build_element_table.py
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.elements import TABLE_FILE, build_table  # noqa: E402
+from rhosr.core.elements import TABLE_FILE, build_table  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "rhosr" / "data" / TABLE_FILE
 

@@ -21,7 +21,7 @@ Stored per element and variant (key suffix ``__<variant>__<symbol>``):
   electrons lie (e/bohr³);
 - ``exp<l>``, ``dm<l>`` (l = 0, 1): the same density over the primitive
   Gaussians of gth-tzv2p, ``rho(x) = sum_l sum_ee' dm<l>_ee' sum_m x_m^(2l)
-  exp(-(a_e + a_e')|x|^2)`` (what :func:`rhosr.sad.sad_density` evaluates);
+  exp(-(a_e + a_e')|x|^2)`` (what :func:`rhosr.core.sad.sad_density` evaluates);
 - ``nelec``: the projected charge ``tr(P S)``;
 - ``ovl``: ``tr(P S(d))``, the overlap with a copy of the atom at distance
   ``d = i * dd`` (bohr): the periodic images' share of ``tr(P S_pbc)``.
@@ -50,7 +50,7 @@ import pyscf  # noqa: E402
 from pyscf import gto  # noqa: E402
 from pyscf.scf import addons, atom_hf_pp  # noqa: E402
 
-from rhosr.elements import (  # noqa: E402
+from rhosr.core.elements import (  # noqa: E402
     LABEL_BASIS,
     PSEUDOPOTENTIAL,
     SAD_BASIS,

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.model import build, read_model_file, save_model  # noqa: E402
+from rhosr.nn.model import build, read_model_file, save_model  # noqa: E402
 
 DEFAULT = ROOT / "src" / "rhosr" / "models" / "default.pt"
 

@@ -15,14 +15,14 @@ cd "$(dirname "$0")/.."
 STORE=${STORE:-$HOME/.cache/rhosr}
 WORKERS=${WORKERS:-2}
 
-ids=$(python -c "from rhosr.model import read_model_file
-from rhosr.predict import default_model_path
+ids=$(python -c "from rhosr.nn.model import read_model_file
+from rhosr.inference.predict import default_model_path
 ids = read_model_file(default_model_path())['extra']['training_data']['ids']
 print(','.join(str(int(i[4:])) for i in ids if i.startswith('qm9_')))")
 rhosr generate "qm9:$ids" --out "$STORE/qm9" --skip-in data/qm9 --workers "$WORKERS" --no-progress
 
-have=$(python -c "from rhosr.bank import open_labels
-from rhosr.store import Store
+have=$(python -c "from rhosr.labels.bank import open_labels
+from rhosr.labels.store import Store
 import os
 n = set(open_labels('data/qm9').ids())
 s = os.path.expanduser('$STORE/qm9')

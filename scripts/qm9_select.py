@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.molecule import QM9_SPLIT, qm9_columns, qm9_index_of, qm9_sample, qm9_symbols  # noqa: E402
+from rhosr.core.molecule import QM9_SPLIT, qm9_columns, qm9_index_of, qm9_sample, qm9_symbols  # noqa: E402
 
 
 @lru_cache(maxsize=1)

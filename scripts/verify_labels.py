@@ -2,7 +2,7 @@
 
 Before a folder of label files made elsewhere goes into a bank, relabel a few of its
 molecules with `rhosr generate` and compare: total energy (Hartree) and density NMAE on
-the fine mesh, both densities evaluated from their orbitals by rhosr.orbitals.
+the fine mesh, both densities evaluated from their orbitals by rhosr.labels.orbitals.
 
     rhosr generate qm9:51,112,183 --out STORE --workers 1
     python scripts/verify_labels.py STORE LABEL_FOLDER
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rhosr.bank import read_label_file
-from rhosr.orbitals import density_from_record
-from rhosr.store import Store
+from rhosr.labels.bank import read_label_file
+from rhosr.labels.orbitals import density_from_record
+from rhosr.labels.store import Store
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""The label bank: append-only checksummed shards of orbital records (rhosr.bank, rhosr bank)."""
+"""The label bank: append-only checksummed shards of orbital records (rhosr.labels.bank, rhosr bank)."""
 
 import json
 import subprocess
@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from rhosr.bank import Bank, BankError, add_records, open_labels, source_records
-from rhosr.cli import main
-from rhosr.dft import level_of_theory
-from rhosr.orbitals import density_from_record
+from rhosr.labels.bank import Bank, BankError, add_records, open_labels, source_records
+from rhosr.cli.main import main
+from rhosr.dft.scf import level_of_theory
+from rhosr.labels.orbitals import density_from_record
 
 from conftest import DATA
 
@@ -118,8 +118,8 @@ def test_duplicates_and_other_theories_are_refused(tmp_path, labels, capsys):
 
 KILLED_ADD = """
 import os, signal, sys
-import rhosr.bank as bank
-from rhosr.dft import level_of_theory
+import rhosr.labels.bank as bank
+from rhosr.dft.scf import level_of_theory
 def die(path, manifest):
     os.kill(os.getpid(), signal.SIGKILL)  # shards are written, the manifest is not
 bank._write_manifest = die
@@ -171,7 +171,7 @@ def test_generate_never_relabels_what_the_bank_holds(tmp_path, labels, capsys):
 def test_training_reads_two_banks(tmp_path, labels, capsys):
     """rhosr train BANK BANK: the banks' molecules train as one pool or by --mix; an id in
     both banks is refused."""
-    from rhosr.model import read_model_file
+    from rhosr.nn.model import read_model_file
 
     by_id = {r.id: r for r in labels}
     add_records(tmp_path / "a", [by_id["qm9_000485"], by_id["qm9_128709"]], level_of_theory=THEORY)

@@ -8,10 +8,10 @@ than its own input, the SAD guess.
 import numpy as np
 import pytest
 
-from rhosr.cli import main
-from rhosr.density import nmae, read_density
-from rhosr.predict import default_model_path, predict
-from rhosr.sad import sad_density
+from rhosr.cli.main import main
+from rhosr.core.density import nmae, read_density
+from rhosr.inference.predict import default_model_path, predict
+from rhosr.core.sad import sad_density
 
 from conftest import DATA
 

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from rhosr.cli import main
+from rhosr.cli.main import main
 
 
 def test_help_lists_commands(capsys):
@@ -62,7 +62,7 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, capsys, command, ca
 def test_sad_command_cube_and_npy(tmp_path, capsys):
     from ase.io.cube import read_cube_data
 
-    from rhosr.units import BOHR
+    from rhosr.core.units import BOHR
 
     cube = tmp_path / "m.cube"
     assert main(["sad", "qm9:1", "-o", str(cube)]) == 0

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from rhosr.dataset import (CUBE_SYMMETRIES, IDENTITY, DensityDataset, apply_shift, apply_symmetry,
+from rhosr.training.data import (CUBE_SYMMETRIES, IDENTITY, DensityDataset, apply_shift, apply_symmetry,
                            hashed_fraction, invert_symmetry, periodic_window, role_of_id,
                            select_ids, transform_positions)
-from rhosr.grid import Grid, box_for
-from rhosr.model import build
-from rhosr.molecule import load_molecule
-from rhosr.sad import sad_density
-from rhosr.store import Record, Store
+from rhosr.core.grid import Grid, box_for
+from rhosr.nn.model import build
+from rhosr.core.molecule import load_molecule
+from rhosr.core.sad import sad_density
+from rhosr.labels.store import Record, Store
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_element_channels_move_with_the_molecule(tmp_path):
     """inputs='sad+elements': channel 0 is the SAD, then the O and H parts (other
     channels zero); after a symmetry, a shift and a crop they are the parts of the moved
     molecule, cut like the SAD."""
-    from rhosr.sad import element_parts
+    from rhosr.core.sad import element_parts
 
     st = _synthetic_store(tmp_path / "store", coarse=(20, 7, 20))
     ds = DensityDataset(st, inputs="sad+elements", crop=4, halo=3)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from rhosr.density import Density, FORMATS, nmae, read_density
-from rhosr.grid import box_for
-from rhosr.molecule import load_molecule
+from rhosr.core.density import Density, FORMATS, nmae, read_density
+from rhosr.core.grid import box_for
+from rhosr.core.molecule import load_molecule
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_round_trip_every_format(tmp_path, density, fmt):
 def test_cube_reads_in_ase_with_the_right_grid(tmp_path, density):
     from ase.io.cube import read_cube_data
 
-    from rhosr.units import BOHR
+    from rhosr.core.units import BOHR
 
     path = tmp_path / "m.cube"
     density.write(path)
@@ -50,7 +50,7 @@ def test_cube_reads_in_ase_with_the_right_grid(tmp_path, density):
 @pytest.mark.parametrize("nz", [1, 5, 6, 13, 98])
 def test_cube_values_match_percent_formatting(nz):
     """The vectorised cube writer gives the layout and digits of "%14.6E", 6 per line."""
-    from rhosr.density import CUBE_TINY, _cube_rows
+    from rhosr.core.density import CUBE_TINY, _cube_rows
 
     rng = np.random.default_rng(nz)
     v = rng.random((40, nz)) * 10.0 ** rng.integers(-98, 4, (40, nz))
@@ -71,7 +71,7 @@ def test_cube_values_match_percent_formatting(nz):
 
 def test_cube_values_three_digit_exponent_falls_back():
     """Values that round to 1E+100 or more are %-formatted rather than garbled."""
-    from rhosr.density import _cube_rows
+    from rhosr.core.density import _cube_rows
 
     v = np.array([[9.99999999e99, -0.0, 1.5, 2.0e-5, 7.0, 8.0]])
     got = _cube_rows(v).decode()

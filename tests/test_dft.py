@@ -1,13 +1,13 @@
-"""Reference Kohn–Sham labels (rhosr.dft) against the published data."""
+"""Reference Kohn–Sham labels (rhosr.dft.scf) against the published data."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rhosr.dft import DFTResult, build_cell, evaluate_density, level_of_theory, run_dft
-from rhosr.grid import Grid, box_for
-from rhosr.units import ANGSTROM_TO_BOHR
+from rhosr.dft.scf import DFTResult, build_cell, evaluate_density, level_of_theory, run_dft
+from rhosr.core.grid import Grid, box_for
+from rhosr.core.units import ANGSTROM_TO_BOHR
 
 DATA = Path(__file__).parent / "data"
 
@@ -175,9 +175,9 @@ def test_torch_loaded_after_pyscf_still_converges(tmp_path):
 
     code = (
         "import pyscf.lib, torch\n"
-        "from rhosr.molecule import load_molecule\n"
-        "from rhosr.grid import box_for\n"
-        "from rhosr.dft import run_dft, _mixed_openmp\n"
+        "from rhosr.core.molecule import load_molecule\n"
+        "from rhosr.core.grid import box_for\n"
+        "from rhosr.dft.scf import run_dft, _mixed_openmp\n"
         "assert _mixed_openmp()\n"
         "m = load_molecule('smiles:[H][H]'); c, f, p = box_for(m.positions)\n"
         "r = run_dft(m.symbols, p, f, threads=2)\n"

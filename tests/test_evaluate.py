@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rhosr.cli import main as cli_main
-from rhosr.evaluate import evaluate, format_table, split_ids
-from rhosr.model import build, save_model
-from rhosr.molecule import InputError
+from rhosr.cli.main import main as cli_main
+from rhosr.inference.evaluate import evaluate, format_table, split_ids
+from rhosr.nn.model import build, save_model
+from rhosr.core.molecule import InputError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import make_store  # noqa: E402

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rhosr.molecule import from_smiles, load_molecules, qm9_columns, split_of_id
+from rhosr.core.molecule import from_smiles, load_molecules, qm9_columns, split_of_id
 
 from conftest import load_script
 
@@ -92,9 +92,9 @@ def test_committed_set(recipe):
 def test_committed_labels(recipe):
     """data/exotic is a bank whose shards verify, at rhosr generate's level of theory, with
     every labelled id a molecule of the set and >= 10 held-out molecules in every group."""
-    from rhosr.bank import Bank, theory_signature
-    from rhosr.dft import level_of_theory
-    from rhosr.molecule import group_of_id
+    from rhosr.labels.bank import Bank, theory_signature
+    from rhosr.dft.scf import level_of_theory
+    from rhosr.core.molecule import group_of_id
 
     bank = Bank(EXOTIC)
     assert bank.check() == []

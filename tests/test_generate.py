@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from rhosr.generate import generate
-from rhosr.molecule import InputError
-from rhosr.store import Store
+from rhosr.dft.generate import generate
+from rhosr.core.molecule import InputError
+from rhosr.labels.store import Store
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rhosr.bank import add_records, source_records
-from rhosr.dft import level_of_theory
-from rhosr.model import build, read_model_file, save_model
+from rhosr.labels.bank import add_records, source_records
+from rhosr.dft.scf import level_of_theory
+from rhosr.nn.model import build, read_model_file, save_model
 
 from conftest import DATA
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from rhosr.grid import COARSE_STEP_BOHR, Grid, box_for
-from rhosr.molecule import load_molecule
-from rhosr.units import BOHR
+from rhosr.core.grid import COARSE_STEP_BOHR, Grid, box_for
+from rhosr.core.molecule import load_molecule
+from rhosr.core.units import BOHR
 
 from conftest import REFERENCE
 

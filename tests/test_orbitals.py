@@ -1,15 +1,15 @@
-"""Orbital records: NumPy density evaluation (rhosr.orbitals) against PySCF and the density route."""
+"""Orbital records: NumPy density evaluation (rhosr.labels.orbitals) against PySCF and the density route."""
 
 import numpy as np
 import pytest
 
-from rhosr import dft
-from rhosr.density import nmae
-from rhosr.grid import Grid, box_for
-from rhosr.orbitals import (basis_size, cache_path, density_from_record, orbital_density,
+from rhosr.dft import scf as dft
+from rhosr.core.density import nmae
+from rhosr.core.grid import Grid, box_for
+from rhosr.labels.orbitals import (basis_size, cache_path, density_from_record, orbital_density,
                             term_table)
-from rhosr.store import Record, Store
-from rhosr.units import ANGSTROM_TO_BOHR
+from rhosr.labels.store import Record, Store
+from rhosr.core.units import ANGSTROM_TO_BOHR
 
 WATER = (["O", "H", "H"], [[0, 0, 0.1173], [0, 0.7572, -0.4692], [0, -0.7572, -0.4692]])
 OH = (["O", "H"], [[0, 0, 0], [0, 0, 0.97]])

@@ -1,4 +1,4 @@
-"""One Kohn–Sham step from a density (rhosr.physics) and the energy / scf / predict --refine commands."""
+"""One Kohn–Sham step from a density (rhosr.dft.physics) and the energy / scf / predict --refine commands."""
 
 import json
 import subprocess
@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from rhosr import physics
-from rhosr.cli import main
-from rhosr.dft import run_dft
-from rhosr.grid import box_for
-from rhosr.molecule import load_molecules
+from rhosr.dft import physics
+from rhosr.cli.main import main
+from rhosr.dft.scf import run_dft
+from rhosr.core.grid import box_for
+from rhosr.core.molecule import load_molecules
 
 
 def _placed(spec):
@@ -54,9 +54,9 @@ import numpy as np
 from pyscf.pbc import tools
 from pyscf.pbc.dft.multigrid import multigrid_pair
 from pyscf.pbc.scf.hf import dip_moment
-from rhosr import physics
-from rhosr.grid import box_for
-from rhosr.molecule import load_molecules
+from rhosr.dft import physics
+from rhosr.core.grid import box_for
+from rhosr.core.molecule import load_molecules
 mol = load_molecules(sys.argv[1])[0]
 _, fine, pos = box_for(mol.positions)
 mf = physics.scf_object(mol.symbols, pos, fine, charge=mol.charge)
@@ -121,7 +121,7 @@ def test_api_equals_cli(tmp_path, capsys):
 
 
 def test_predict_without_refine_never_imports_pyscf(tmp_path):
-    code = ("import sys; from rhosr.cli import main; "
+    code = ("import sys; from rhosr.cli.main import main; "
             f"main(['predict', 'smiles:O', '-o', r'{tmp_path / 'w.cube'}']); "
             "print('pyscf' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

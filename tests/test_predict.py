@@ -1,4 +1,4 @@
-"""rhosr.predict, rhosr.plot and the predict/plot subcommands (tiny model, H2)."""
+"""rhosr.inference.predict, rhosr.viz.plot and the predict/plot subcommands (tiny model, H2)."""
 
 import json
 
@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from rhosr.cli import main
-from rhosr.dataset import CUBE_SYMMETRIES, apply_symmetry, transform_positions
-from rhosr.grid import box_for
-from rhosr.model import build, save_model
-from rhosr.molecule import Molecule, load_molecule
-from rhosr.predict import (
+from rhosr.cli.main import main
+from rhosr.training.data import CUBE_SYMMETRIES, apply_symmetry, transform_positions
+from rhosr.core.grid import box_for
+from rhosr.nn.model import build, save_model
+from rhosr.core.molecule import Molecule, load_molecule
+from rhosr.inference.predict import (
     _net_fn, max_relative_difference, predict, predict_molecule, resolve_model,
     symmetrized_apply, tiled_apply,
 )
-from rhosr.units import BOHR
+from rhosr.core.units import BOHR
 
 
 def _perturbed(preset="tiny", seed=0):
@@ -87,7 +87,7 @@ def test_api_equals_cli_npy(files, tmp_path, capsys):
     assert dens.electrons() == pytest.approx(2.0, rel=1e-12)
     assert dens.meta["model"] == "m.pt" and dens.meta["seconds"] > 0
     # the model is not the identity: the prediction differs from the SAD
-    from rhosr.sad import sad_density
+    from rhosr.core.sad import sad_density
 
     sad = sad_density(dens.symbols, dens.positions, dens.grid)
     assert dens.nmae(sad) > 1e-3
@@ -95,8 +95,8 @@ def test_api_equals_cli_npy(files, tmp_path, capsys):
 
 def test_reference_from_a_label_store(files, tmp_path, capsys):
     """--reference takes a store (record by id) or a record file; NMAE as the API computes it."""
-    from rhosr.sad import sad_density
-    from rhosr.store import Record, Store
+    from rhosr.core.sad import sad_density
+    from rhosr.labels.store import Record, Store
 
     mol = load_molecule(str(files / "h2.xyz"))
     _, fine, pos = box_for(mol.positions)
@@ -150,7 +150,7 @@ def test_tiled_equals_whole_box(files):
 
 
 def test_non_local_model_is_not_tiled():
-    from rhosr.predict import predict_arrays
+    from rhosr.inference.predict import predict_arrays
 
     net = _perturbed("tiny-paper")
     rng = np.random.default_rng(2)
@@ -188,7 +188,7 @@ def test_transformed_molecule_has_permuted_box(files):
 
 def test_symmetrize_meta(files):
     net, name = resolve_model(str(files / "m.pt"))
-    from rhosr.predict import predict_arrays
+    from rhosr.inference.predict import predict_arrays
 
     rng = np.random.default_rng(4)
     c, f = rng.random((5, 5, 6)), rng.random((10, 10, 12))
@@ -208,7 +208,7 @@ def test_bad_inputs_exit_2(files, tmp_path, capsys, case, monkeypatch):
     if case == "default_model":  # an installation whose bundled model file went missing
         import importlib
 
-        module = importlib.import_module("rhosr.predict")
+        module = importlib.import_module("rhosr.inference.predict")
         monkeypatch.setattr(module, "default_model_path", lambda: tmp_path / "gone.pt")
     rc, stdout, err = _run(capsys, "predict", *args, "-o", tmp_path / "out.cube")
     assert rc == 2

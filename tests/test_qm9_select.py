@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rhosr.molecule import QM9_SPLIT
+from rhosr.core.molecule import QM9_SPLIT
 
 from conftest import load_script
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy.interpolate import CubicSpline
 
-from rhosr.elements import supported_elements, valence_charge
-from rhosr.grid import Grid, box_for
-from rhosr.sad import (VARIANTS, cutoff_radius, projected_electrons, radial_table,
+from rhosr.core.elements import supported_elements, valence_charge
+from rhosr.core.grid import Grid, box_for
+from rhosr.core.sad import (VARIANTS, cutoff_radius, projected_electrons, radial_table,
                        sad_density)
-from rhosr.units import ANGSTROM_TO_BOHR
+from rhosr.core.units import ANGSTROM_TO_BOHR
 
 from conftest import DATA, REFERENCE
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from rhosr.store import Record, Store, StoreError
+from rhosr.labels.store import Record, Store, StoreError
 
 
 def _record(mol_id="m1", seed=0):

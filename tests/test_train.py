@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from rhosr.cli import main as cli_main
-from rhosr.evaluate import evaluate
-from rhosr.grid import Grid, box_for
-from rhosr.model import build, load_model, read_model_file, save_model
-from rhosr.molecule import load_molecule
-from rhosr.sad import sad_density
-from rhosr.store import Record, Store
-from rhosr.train import HASH_DIR_ENV, read_checkpoint, train, weights_hash
+from rhosr.cli.main import main as cli_main
+from rhosr.inference.evaluate import evaluate
+from rhosr.core.grid import Grid, box_for
+from rhosr.nn.model import build, load_model, read_model_file, save_model
+from rhosr.core.molecule import load_molecule
+from rhosr.core.sad import sad_density
+from rhosr.labels.store import Record, Store
+from rhosr.training.loop import HASH_DIR_ENV, read_checkpoint, train, weights_hash
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -172,7 +172,7 @@ def _env(**extra):
 
 def test_sigkill_leaves_loadable_last(store, tmp_path):
     run = tmp_path / "run"
-    code = (f"from rhosr.train import train; train({str(store.path)!r}, {str(run)!r}, "
+    code = (f"from rhosr.training.loop import train; train({str(store.path)!r}, {str(run)!r}, "
             "preset='tiny', steps=100000, batch=1, checkpoint_every=1, val_every=10**6, "
             "progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=_env(),
@@ -274,7 +274,7 @@ def test_default_batch_is_one_on_a_cpu_and_a_resumed_runs(store, tmp_path):
 
 
 def test_mixed_position_interleaves_by_weight():
-    from rhosr.train import mixed_position
+    from rhosr.training.loop import mixed_position
 
     w = [0.25, 0.5, 0.25]
     got = [mixed_position(g, w) for g in range(400)]
@@ -291,9 +291,9 @@ def test_mixed_position_interleaves_by_weight():
 def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
     """Training reads two stores as one: --mix draws by weight, --ids filters, and the
     model file records the elements and charges it has seen."""
-    from rhosr.bank import BankError, Union
-    from rhosr.model import seen_of
-    from rhosr.train import StepSamples, _training_ids
+    from rhosr.labels.bank import BankError, Union
+    from rhosr.nn.model import seen_of
+    from rhosr.training.loop import StepSamples, _training_ids
 
     other = make_store(tmp_path / "other", [("S-train-000", "S"), ("S-train-001", "CS"),
                                             ("S-test-002", "CCS"), ("anion-train-000", "[OH-]")],
@@ -317,7 +317,7 @@ def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
     assert len(extra["training_data"]["store"]) == 2
 
     # the sample order follows the weights: 3 of every 4 samples from the first store
-    from rhosr.train import _mix_streams
+    from rhosr.training.loop import _mix_streams
 
     ds_ids = ["qm9_000001", "qm9_000003", "S-train-000", "S-train-001"]
     streams = _mix_streams(both, ds_ids, [3, 1])
@@ -348,7 +348,7 @@ def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
 def test_bakeoff_designs_train_and_evaluate(store, tmp_path):
     """The multi-scale body with element channels and fine terms trains, resumes and
     evaluates like the default design; crops are refused for it (not local)."""
-    from rhosr.molecule import InputError
+    from rhosr.core.molecule import InputError
 
     run = tmp_path / "unet"
     res = train(store, run, preset="tiny-unet", steps=3, val_every=3, progress=False)
@@ -413,7 +413,7 @@ def test_resume_keeps_the_data_selection(store, tmp_path):
 def test_constant_schedule_and_slim_resume_point(store, tmp_path):
     """A 'constant' run resumed from its slim resume point goes on at the same rate with
     the same raw and EMA weights (to the float16 difference) and without the optimizer."""
-    from rhosr.train import slim_checkpoint
+    from rhosr.training.loop import slim_checkpoint
 
     run = tmp_path / "run"
     train(store, run, preset="tiny", steps=3, batch=1, ema=0.9, schedule="constant",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rhosr.model import build, count_parameters, load_model, read_model_file, save_model
+from rhosr.nn.model import build, count_parameters, load_model, read_model_file, save_model
 
 from conftest import load_script
 

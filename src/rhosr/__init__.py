@@ -1,10 +1,10 @@
 """rhosr: electron densities at DFT quality from a 3D super-resolution network."""
 
-from ._version import __version__  # noqa: E402
-from .molecule import InputError, Molecule, load_molecule, load_molecules  # noqa: E402
-from .grid import Grid, box_for  # noqa: E402
-from .density import Density, read_density, write_density  # noqa: E402
-from .predict import predict  # noqa: E402
+from rhosr._version import __version__  # noqa: E402
+from rhosr.core.molecule import InputError, Molecule, load_molecule, load_molecules  # noqa: E402
+from rhosr.core.grid import Grid, box_for  # noqa: E402
+from rhosr.core.density import Density, read_density, write_density  # noqa: E402
+from rhosr.inference.predict import predict  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -1,7 +1,7 @@
 """Atomic writes: write a temporary file beside the target, then rename it over.
 
 A reader never sees a half-written file, and a killed writer leaves only a
-hidden ``.<name>.*.tmp`` file (which :meth:`rhosr.store.Store.clean_partial`
+hidden ``.<name>.*.tmp`` file (which :meth:`rhosr.labels.store.Store.clean_partial`
 removes).  ``tempfile.mkstemp`` creates files readable by their owner only; a
 store or a model file renamed from it would keep that mode, so the temporary
 file gets the mode a plain ``open(path, "w")`` would (0o666 minus the

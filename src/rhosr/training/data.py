@@ -12,7 +12,7 @@ Per molecule a sample holds (torch tensors, float32 unless stated)::
     whole        bool                True for a whole periodic box (no crop)
     id           str
 
-The SAD is computed from the record (:func:`rhosr.sad.sad_density` on the fine
+The SAD is computed from the record (:func:`rhosr.core.sad.sad_density` on the fine
 grid); the coarse SAD is its every second point (the SAD is a continuous
 density, so this equals the SAD evaluated on the coarse grid).
 
@@ -41,9 +41,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .grid import UPSAMPLE
-from .molecule import split_of_id
-from .sad import sad_density
+from rhosr.core.grid import UPSAMPLE
+from rhosr.core.molecule import split_of_id
+from rhosr.core.sad import sad_density
 
 #: Identity permutation and no reflection.
 IDENTITY = ((0, 1, 2), (False, False, False))
@@ -217,7 +217,7 @@ def hashed_fraction(mol_id: str) -> float:
 def role_of_id(mol_id: str, val_fraction: float = 0.1) -> str:
     """'train', 'val' or 'test' for one record id.
 
-    QM9 ids follow the standard split (:func:`rhosr.molecule.split_of_id`);
+    QM9 ids follow the standard split (:func:`rhosr.core.molecule.split_of_id`);
     other ids are 'val' with probability ``val_fraction``, decided by a hash of
     the id (deterministic, independent of the store's other ids), else 'train'.
     """
@@ -243,7 +243,7 @@ class DensityDataset(torch.utils.data.Dataset):
 
     Parameters
     ----------
-    store : rhosr.store.Store
+    store : rhosr.labels.store.Store
     ids : sequence of str, optional
         Record ids (default: all of the store).
     augment : bool
@@ -264,10 +264,10 @@ class DensityDataset(torch.utils.data.Dataset):
         Coarse points added on each side of a crop (use the model's
         receptive field).
     sad_variant : str
-        Passed to :func:`rhosr.sad.sad_density`.
+        Passed to :func:`rhosr.core.sad.sad_density`.
     inputs : str
         The network's input (``ModelConfig.inputs``): "sad", or "sad+elements", for
-        which ``sad_coarse`` has 7 channels (:func:`rhosr.sad.network_input`, evaluated
+        which ``sad_coarse`` has 7 channels (:func:`rhosr.core.sad.network_input`, evaluated
         per sample on the coarse mesh and transformed like the SAD).
     """
 
@@ -382,7 +382,7 @@ class DensityDataset(torch.utils.data.Dataset):
     def _element_parts(self, a, op, shift, window):
         """The element channels of item arrays ``a`` on the coarse mesh, transformed by
         ``op`` and ``shift`` and cut to ``window`` (start, size) as the SAD is."""
-        from .sad import element_parts
+        from rhosr.core.sad import element_parts
 
         parts = element_parts(a["symbols"], a["positions"], a["grid"].coarsen(), self.sad_variant)
         if op != IDENTITY:

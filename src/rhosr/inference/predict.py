@@ -2,7 +2,7 @@
 
     predict(structure, model="default", ...) -> Density
 
-Steps: published box (:func:`rhosr.grid.box_for`), SAD on the coarse mesh
+Steps: published box (:func:`rhosr.core.grid.box_for`), SAD on the coarse mesh
 (and on the fine mesh for models that read it), the network without its
 normalisation — on the whole box, or tile by tile (:func:`tiled_apply`) when
 the box does not fit in ``max_memory_gb`` — and one normalisation of the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .molecule import DEFAULT_MAX_VOXELS, InputError, Molecule
+from rhosr.core.molecule import DEFAULT_MAX_VOXELS, InputError, Molecule
 
 #: Fine mesh points per coarse mesh point, per axis.
 UPSAMPLE = 2
@@ -47,7 +47,7 @@ def resolve_model(model="default", device="cpu"):
     """
     from torch import nn
 
-    from .model import load_model
+    from rhosr.nn.model import load_model
 
     if isinstance(model, nn.Module):
         return model.to(device).eval(), type(model).__name__
@@ -205,8 +205,8 @@ def symmetrized_apply(fn, sad_coarse: np.ndarray, sad_fine, ops=None):
     the 48 cube symmetries) the mean is equivariant: transforming the input by
     any op only permutes the members.
     """
-    from .dataset import CUBE_SYMMETRIES, apply_symmetry, invert_symmetry
-    from .density import nmae
+    from rhosr.training.data import CUBE_SYMMETRIES, apply_symmetry, invert_symmetry
+    from rhosr.core.density import nmae
 
     ops = CUBE_SYMMETRIES if ops is None else ops
     members = []
@@ -281,10 +281,10 @@ def predict_arrays(net, sad_coarse, sad_fine, n_electrons: float, dv_fine: float
 
 def predict_molecule(mol: Molecule, net, *, model_name: str = "", device="cpu",
                      symmetrize: bool = False, max_memory_gb=None, tile=None):
-    """Predicted :class:`~rhosr.density.Density` of one molecule on its fine mesh."""
-    from .density import Density
-    from .grid import box_for
-    from .sad import network_input, sad_density
+    """Predicted :class:`~rhosr.core.density.Density` of one molecule on its fine mesh."""
+    from rhosr.core.density import Density
+    from rhosr.core.grid import box_for
+    from rhosr.core.sad import network_input, sad_density
 
     t0 = time.perf_counter()
     coarse, fine, pos = box_for(mol.positions)
@@ -314,7 +314,7 @@ def predict_molecule(mol: Molecule, net, *, model_name: str = "", device="cpu",
 def unseen_by(net, mol: Molecule) -> dict:
     """What of ``mol`` the network's training data never held: ``{"elements": [...],
     "charges": [...]}`` with the non-empty entries only; {} when all was seen or the
-    model file does not say (``net.seen``, see :func:`rhosr.model.seen_of`)."""
+    model file does not say (``net.seen``, see :func:`rhosr.nn.model.seen_of`)."""
     seen = getattr(net, "seen", None)
     if not seen:
         return {}
@@ -349,7 +349,7 @@ def predict(structure, model="default", charge=None, spin=None, device="auto",
     Parameters
     ----------
     structure : str or Molecule
-        A spec for :func:`rhosr.molecule.load_molecules` (file, ``smiles:``,
+        A spec for :func:`rhosr.core.molecule.load_molecules` (file, ``smiles:``,
         ``qm9:``; the first molecule is used) or a :class:`Molecule`.
     model : "default", a model file path, or a network module
     charge, spin : override the molecule's charge and 2S
@@ -363,7 +363,7 @@ def predict(structure, model="default", charge=None, spin=None, device="auto",
     Density on the fine mesh, normalised to the valence electrons minus the
     charge; ``meta`` holds model, seconds, electrons (and spread_percent).
     """
-    from .molecule import load_molecules, validate
+    from rhosr.core.molecule import load_molecules, validate
 
     if isinstance(structure, Molecule):
         mol = structure

@@ -1,9 +1,9 @@
 """The ``rhosr predict`` and ``rhosr plot`` subcommands.
 
-Registered in :data:`rhosr.cli.COMMANDS` as ``"predict": (add_predict,
+Registered in :data:`rhosr.cli.main.COMMANDS` as ``"predict": (add_predict,
 run_predict)`` and ``"plot": (add_plot, run_plot)``; ``python -m
-rhosr.cli_predict predict ...`` runs them without the main command.
-The helpers of :mod:`rhosr.cli` are imported inside the functions so that
+rhosr.cli.predict predict ...`` runs them without the main command.
+The helpers of :mod:`rhosr.cli.main` are imported inside the functions so that
 either module may be imported first.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .molecule import InputError
+from rhosr.core.molecule import InputError
 
 
 def _stem(path: Path) -> str:
@@ -23,8 +23,8 @@ def _stem(path: Path) -> str:
 
 
 def add_predict(sub) -> None:
-    from .cli_common import STRUCTURE_HELP, _add_structure_options, _Formatter
-    from .cli_physics import add_step_options
+    from rhosr.cli.common import STRUCTURE_HELP, _add_structure_options, _Formatter
+    from rhosr.cli.physics import add_step_options
 
     p = sub.add_parser(
         "predict", formatter_class=_Formatter,
@@ -62,8 +62,8 @@ def add_predict(sub) -> None:
 
 
 def _refine(dens, mol, steps, mixing):
-    """The prediction after Kohn–Sham steps (rhosr.physics; imports PySCF)."""
-    from .physics import refined, step_density
+    """The prediction after Kohn–Sham steps (rhosr.dft.physics; imports PySCF)."""
+    from rhosr.dft.physics import refined, step_density
 
     if mol.spin:
         raise InputError(f"{mol.id}: --refine needs a closed shell (spin 2S={mol.spin})")
@@ -71,9 +71,9 @@ def _refine(dens, mol, steps, mixing):
 
 
 def run_predict(args) -> int:
-    from .cli_common import _density_info, _output_paths, _sidecar
-    from .molecule import load_molecules
-    from .predict import predict_molecule, resolve_device, resolve_model, unseen_warning
+    from rhosr.cli.common import _density_info, _output_paths, _sidecar
+    from rhosr.core.molecule import load_molecules
+    from rhosr.inference.predict import predict_molecule, resolve_device, resolve_model, unseen_warning
 
     if args.max_memory is not None and not args.max_memory > 0:
         raise InputError(f"--max-memory must be > 0, got {args.max_memory}")
@@ -124,7 +124,7 @@ def run_predict(args) -> int:
             if meta.get("unseen"):
                 line += "; " + unseen_warning(meta["unseen"])
             if args.png:
-                from .plot import plot_density
+                from rhosr.viz.plot import plot_density
 
                 png = plot_density(dens, path.with_name(_stem(path) + ".png"), reference=reference)
                 line += f" -> {path}, {png.name}"
@@ -143,7 +143,7 @@ def run_predict(args) -> int:
 
 
 def add_plot(sub) -> None:
-    from .cli_common import _Formatter
+    from rhosr.cli.common import _Formatter
 
     p = sub.add_parser(
         "plot", formatter_class=_Formatter,
@@ -160,7 +160,7 @@ def add_plot(sub) -> None:
 
 
 def _read(path: str):
-    from .density import read_density
+    from rhosr.core.density import read_density
 
     if not Path(path).is_file():
         raise InputError(f"{path}: no such file")
@@ -184,9 +184,9 @@ def _reference_reader(spec: str | None, ids: list[str]):
     if not Path(spec).is_dir():
         ref = _read(spec)
         return lambda mol_id: ref
-    from .density import record_density
-    from .bank import open_labels
-    from .store import StoreError
+    from rhosr.core.density import record_density
+    from rhosr.labels.bank import open_labels
+    from rhosr.labels.store import StoreError
 
     try:
         store = open_labels(spec)
@@ -207,15 +207,15 @@ def _reference_reader(spec: str | None, ids: list[str]):
 
 
 def _nmae(density, reference, what: str) -> float:
-    from .plot import check_reference
+    from rhosr.viz.plot import check_reference
 
     check_reference(density, reference, what)
     return density.nmae(reference)
 
 
 def run_plot(args) -> int:
-    from .cli_common import _output_paths
-    from .plot import plot_density
+    from rhosr.cli.common import _output_paths
+    from rhosr.viz.plot import plot_density
 
     densities = [_read(f) for f in args.files]
     ids = [_id(f, d) for f, d in zip(args.files, densities)]

@@ -29,9 +29,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import elements
-from .grid import box_mesh, UPSAMPLE
-from .units import ANGSTROM_TO_BOHR
+from rhosr.core import elements
+from rhosr.core.grid import box_mesh, UPSAMPLE
+from rhosr.core.units import ANGSTROM_TO_BOHR
 
 #: Two atoms closer than this (Å) are taken for an input error.
 MIN_DISTANCE_ANGSTROM = 0.5

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .units import BOHR
+from rhosr.core.units import BOHR
 
 #: Kinetic-energy cutoff (Hartree) whose FFT mesh defines the coarse mesh.
 COARSE_CUTOFF_HARTREE = 50.0

@@ -16,7 +16,7 @@ is a seeded permutation per epoch and each molecule's augmentation (one of the
 uninterrupted one would do.
 
 Checkpoints ``RUN_DIR/last.pt`` and ``RUN_DIR/best.pt`` are model files
-(:func:`rhosr.model.load_model` reads them; ``state_dict`` holds the EMA
+(:func:`rhosr.nn.model.load_model` reads them; ``state_dict`` holds the EMA
 weights when EMA is on) with one more top-level entry, ``training``: raw
 weights (with EMA), EMA weights, optimizer, schedule, RNG states, step,
 seconds, best validation NMAE and the training arguments.  Everything is plain
@@ -41,13 +41,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from .bank import store_paths
-from .dataset import DensityDataset, select_ids
-from .model import (TRAIN_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, build, count_parameters,
+from rhosr.labels.bank import store_paths
+from rhosr.training.data import DensityDataset, select_ids
+from rhosr.nn.model import (TRAIN_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, build, count_parameters,
                     make_config, merge_seen, read_model_file, seen_of)
-from .molecule import InputError, split_of_id
+from rhosr.core.molecule import InputError, split_of_id
 
-from .config import (  # noqa: E402 -- re-exported
+from rhosr.nn.config import (  # noqa: E402 -- re-exported
     DEFAULT_BATCH,
     DEFAULT_FINETUNE_LR,
     DEFAULT_LR,
@@ -374,7 +374,7 @@ def validation_nmae(model, dataset: DensityDataset, device, amp: bool = False,
 
 
 def _open_store(store):
-    from .bank import open_labels
+    from rhosr.labels.bank import open_labels
 
     return open_labels(store)
 
@@ -424,7 +424,7 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
     Parameters
     ----------
     store, val_store : Store or path; ``store`` may also be a list of them, read as one
-        (:class:`rhosr.bank.Union`; ids must be unique across them).
+        (:class:`rhosr.labels.bank.Union`; ids must be unique across them).
         Training records (QM9 ids and ids that name their split: split 'train' only;
         others: all but the ``val_fraction`` hashed to validation).  Validation: the
         'val' records, or, with ``val_store``, that store's records ('test' excluded).
@@ -449,7 +449,7 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
         Run directory: ``last.pt``, ``best.pt``, ``metrics.csv`` (and
         TensorBoard events if ``tensorboard`` is installed).
     preset : str, optional
-        Model preset (default :data:`rhosr.config.TRAIN_PRESET`; with
+        Model preset (default :data:`rhosr.nn.config.TRAIN_PRESET`; with
         ``init``, the file's architecture).
     steps, minutes : optimizer steps and/or wall-clock budget; the run ends at
         whichever comes first (default ``DEFAULT_STEPS`` steps).  The
@@ -480,7 +480,7 @@ def train(store, out_dir, preset=None, steps=None, minutes=None, seed: int = 0,
     stop_after : int, optional
         End this run after this step as if interrupted (the schedule still
         spans ``steps``); for time-limited jobs and tests.
-    cache : see :class:`rhosr.dataset.DensityDataset` (SAD kept in memory).
+    cache : see :class:`rhosr.training.data.DensityDataset` (SAD kept in memory).
     workers : int or "auto"
         Processes preparing samples ahead (auto: up to 4 on CUDA, 0 on CPU).
     """
@@ -770,7 +770,7 @@ class _Run:
         }
 
     def checkpoint(self, path, seconds) -> None:
-        from .model import _versions
+        from rhosr.nn.model import _versions
 
         infer = self.ema_model if self.ema_model is not None else self.model
         tr = {

@@ -1,4 +1,4 @@
-"""``rhosr energy`` and ``rhosr scf``: physics from a predicted density (rhosr.physics)."""
+"""``rhosr energy`` and ``rhosr scf``: physics from a predicted density (rhosr.dft.physics)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from .cli_common import STRUCTURE_HELP, _add_structure_options, _Formatter
-from .molecule import InputError
+from rhosr.cli.common import STRUCTURE_HELP, _add_structure_options, _Formatter
+from rhosr.core.molecule import InputError
 
 
 def _add_common(p) -> None:
@@ -22,8 +22,8 @@ def _add_common(p) -> None:
 
 
 def add_step_options(p) -> None:
-    """--steps and --mixing of the Kohn-Sham refinement (defaults: rhosr.physics)."""
-    from .physics import REFINE_MIXING, REFINE_STEPS
+    """--steps and --mixing of the Kohn-Sham refinement (defaults: rhosr.dft.physics)."""
+    from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS
 
     p.add_argument("--steps", type=int, default=REFINE_STEPS,
                    help="Kohn-Sham steps from the prediction (1 with --mixing 1: the single "
@@ -68,8 +68,8 @@ def add_scf(sub) -> None:
 
 
 def _molecules(args):
-    from .grid import box_for
-    from .molecule import load_molecules
+    from rhosr.core.grid import box_for
+    from rhosr.core.molecule import load_molecules
 
     if args.smearing is not None and not args.smearing > 0:
         raise InputError(f"--smearing must be a positive width in Hartree, not {args.smearing}")
@@ -83,7 +83,7 @@ def _molecules(args):
 
 def _densities(args, placed):
     """Yield (mol, fine grid, positions, density values, prediction seconds)."""
-    from .cli_common import model_file
+    from rhosr.cli.common import model_file
 
     if getattr(args, "density", None) is not None:
         if len(placed) != 1:
@@ -91,7 +91,7 @@ def _densities(args, placed):
                              f"not {len(placed)}")
         yield (*placed[0], _read_density(args.density, placed[0][1]), 0.0)
         return
-    from .predict import predict_molecule, resolve_model
+    from rhosr.inference.predict import predict_molecule, resolve_model
 
     model = args.model if args.model == "default" else model_file(args.model, "--model")
     net, name = resolve_model(model, "cpu")
@@ -101,7 +101,7 @@ def _densities(args, placed):
 
 
 def _read_density(path, fine):
-    from .density import read_density
+    from rhosr.core.density import read_density
 
     try:
         dens = read_density(path)
@@ -120,7 +120,7 @@ def _write_json(path, rows) -> None:
 
 
 def run_energy(args) -> int:
-    from . import physics
+    from rhosr.dft import physics
 
     rows = []
     for mol, fine, pos, rho, t_pred in _densities(args, _molecules(args)):
@@ -141,7 +141,7 @@ def run_energy(args) -> int:
 
 
 def run_scf(args) -> int:
-    from . import physics
+    from rhosr.dft import physics
 
     if not args.conv_tol > 0:
         raise InputError(f"--conv-tol must be positive, not {args.conv_tol}")

@@ -32,9 +32,9 @@ from importlib import resources
 
 import numpy as np
 
-from .config import ELEMENT_CHANNELS, INPUTS
-from .elements import standard_symbol, unsupported_reason, valence_charge
-from .grid import Grid
+from rhosr.nn.config import ELEMENT_CHANNELS, INPUTS
+from rhosr.core.elements import standard_symbol, unsupported_reason, valence_charge
+from rhosr.core.grid import Grid
 
 VARIANTS = ("paper", "worsened")
 

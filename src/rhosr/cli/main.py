@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from ._version import __version__
-from .molecule import InputError
+from rhosr._version import __version__
+from rhosr.core.molecule import InputError
 
-from .cli_common import (  # noqa: F401 -- re-exported for older imports
+from rhosr.cli.common import (  # noqa: F401 -- re-exported for older imports
     STRUCTURE_HELP,
     _add_structure_options,
     _density_info,
@@ -49,10 +49,10 @@ def _add_sad(sub) -> None:
 
 
 def _run_sad(args) -> int:
-    from .density import Density
-    from .grid import box_for
-    from .molecule import load_molecules
-    from .sad import sad_density
+    from rhosr.core.density import Density
+    from rhosr.core.grid import box_for
+    from rhosr.core.molecule import load_molecules
+    from rhosr.core.sad import sad_density
 
     mols = [m for spec in args.inputs for m in load_molecules(
         spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
@@ -113,9 +113,9 @@ def _add_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from .bank import is_bank, open_labels
-    from .generate import generate
-    from .store import META_NAME
+    from rhosr.labels.bank import is_bank, open_labels
+    from rhosr.dft.generate import generate
+    from rhosr.labels.store import META_NAME
 
     skip = set()
     for path in args.skip_in:
@@ -153,9 +153,9 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from .density import Density
-    from .sad import sad_density
-    from .bank import open_labels
+    from rhosr.core.density import Density
+    from rhosr.core.sad import sad_density
+    from rhosr.labels.bank import open_labels
 
     store = open_labels(args.store)
     ids = args.ids if args.ids else store.ids()
@@ -202,8 +202,8 @@ def _add_info(sub) -> None:
 
 
 def _run_info(args) -> int:
-    from .bank import open_labels
-    from .store import StoreError
+    from rhosr.labels.bank import open_labels
+    from rhosr.labels.store import StoreError
 
     path = Path(args.path)
     if str(args.path) == "default" or path.is_file():
@@ -220,7 +220,7 @@ def _run_info(args) -> int:
 
 def model_summary(path) -> list[str]:
     """Summary lines of a model file: preset, parameters, training data, best val NMAE."""
-    from .model import build, count_parameters, read_model_file, seen_of
+    from rhosr.nn.model import build, count_parameters, read_model_file, seen_of
 
     try:
         record = read_model_file(path)
@@ -261,7 +261,7 @@ def model_summary(path) -> list[str]:
 def store_summary(store) -> list[str]:
     import numpy as np
 
-    from .molecule import split_of_id
+    from rhosr.core.molecule import split_of_id
 
     ids = store.ids()
     failures = store.failures()
@@ -310,10 +310,10 @@ def store_summary(store) -> list[str]:
 # ---------------------------------------------------------------- main
 
 
-from .cli_predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
-from .cli_train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
-from .cli_bank import add_bank, run_bank  # noqa: E402
-from .cli_physics import add_energy, add_scf, run_energy, run_scf  # noqa: E402
+from rhosr.cli.predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
+from rhosr.cli.train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
+from rhosr.cli.bank import add_bank, run_bank  # noqa: E402
+from rhosr.cli.physics import add_energy, add_scf, run_energy, run_scf  # noqa: E402
 
 COMMANDS = {
     "predict": (add_predict, run_predict),
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
-    from .store import StoreError
+    from rhosr.labels.store import StoreError
 
     parser = build_parser()
     args = parser.parse_args(argv)

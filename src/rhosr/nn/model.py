@@ -53,7 +53,7 @@ architectures, chosen by ``ModelConfig.arch``:
 
 Two options of both SAD-correcting architectures: ``inputs="sad+elements"``
 (preset ``sr-elements``) reads 7 input channels, the SAD and its parts from
-H, C, N, O, F and all other atoms (:func:`rhosr.sad.network_input`);
+H, C, N, O, F and all other atoms (:func:`rhosr.core.sad.network_input`);
 ``fine_channels=F`` (preset ``sr-fine``) adds F point-wise terms
 z_k·sqrt(sad_fine)^k to the correction, which let coarse features act on the
 sharp fine-mesh shape of the SAD near the nuclei.
@@ -75,16 +75,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._files import atomic_path
+from rhosr.core.files import atomic_path
 
-#: Fine mesh points per coarse mesh point, per axis (as in :mod:`rhosr.grid`).
+#: Fine mesh points per coarse mesh point, per axis (as in :mod:`rhosr.core.grid`).
 UPSAMPLE = 2
 #: ``format`` entry of a model file.
 MODEL_FORMAT = "rhosr-model"
 #: Version of the model-file layout.
 MODEL_FORMAT_VERSION = 1
 
-from .config import (  # noqa: E402,F401 -- the configuration, re-exported
+from rhosr.nn.config import (  # noqa: E402,F401 -- the configuration, re-exported
     ARCHS,
     DEFAULT_PRESET,
     TRAIN_PRESET,
@@ -494,7 +494,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 
 
 def _versions() -> dict:
-    from ._version import __version__
+    from rhosr._version import __version__
 
     return {
         "rhosr": __version__,
@@ -512,7 +512,7 @@ def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
     ``extra`` must be JSON-able (it is stored as its JSON round trip).
     """
     if not isinstance(getattr(model, "config", None), ModelConfig):
-        raise ValueError("model has no ModelConfig; build it with rhosr.model.build")
+        raise ValueError("model has no ModelConfig; build it with rhosr.nn.model.build")
     try:
         extra = json.loads(json.dumps({} if extra is None else extra, allow_nan=False))
     except (TypeError, ValueError) as exc:
@@ -588,7 +588,7 @@ def merge_seen(*seen) -> dict | None:
     """The union of several :func:`seen_of` results (None if any is unknown)."""
     if any(s is None for s in seen):
         return None
-    from .elements import atomic_number
+    from rhosr.core.elements import atomic_number
 
     elements = sorted({e for s in seen for e in s["elements"]}, key=atomic_number)
     return {"elements": elements, "charges": sorted({int(c) for s in seen for c in s["charges"]})}

@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .grid import box_for
-from .molecule import DEFAULT_MAX_VOXELS, InputError, Molecule, load_molecules
-from .store import Record, Store
+from rhosr.core.grid import box_for
+from rhosr.core.molecule import DEFAULT_MAX_VOXELS, InputError, Molecule, load_molecules
+from rhosr.labels.store import Record, Store
 
 
 @dataclass
@@ -86,8 +86,8 @@ def collect(
 def _guess_dm(mol, fine, pos, rho, smearing, threads):
     """(dm0 or None, seconds, how): Kohn–Sham steps on a predicted density; None where
     they cannot run (open shell) or fail, so that the SCF starts from 'minao' instead."""
-    from .dft import _thread_limit
-    from .physics import REFINE_MIXING, REFINE_STEPS, ks_step
+    from rhosr.dft.scf import _thread_limit
+    from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS, ks_step
 
     if mol.spin:
         return None, 0.0, "minao"
@@ -110,8 +110,8 @@ def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | 
     ``guess_density``: a predicted density on the fine mesh; the SCF then starts
     from the density matrix of Kohn–Sham steps on it (``rhosr generate --guess rhosr``).
     """
-    from ._version import __version__
-    from .dft import level_of_theory, run_dft
+    from rhosr._version import __version__
+    from rhosr.dft.scf import level_of_theory, run_dft
 
     if threads is None:
         threads = _dask_worker_threads()
@@ -154,7 +154,7 @@ def _dask_worker_threads() -> int | None:
 
 def _init_worker(threads: int) -> None:
     """Pool initializer: die with the parent, and keep to our share of threads."""
-    from .dft import die_with_parent
+    from rhosr.dft.scf import die_with_parent
 
     die_with_parent()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -215,7 +215,7 @@ def _predictor(model="default"):
     """mol -> predicted fine-mesh density (float32), one torch thread beside the workers."""
     import torch
 
-    from .predict import predict_molecule, resolve_model
+    from rhosr.inference.predict import predict_molecule, resolve_model
 
     torch.set_num_threads(1)
     net, name = resolve_model(model, "cpu")
@@ -270,7 +270,7 @@ def generate(
     closed-shell SCF from Kohn–Sham steps on the bundled model's prediction (local
     workers only; the converged labels are the same to the SCF tolerance).
     """
-    from .dft import level_of_theory
+    from rhosr.dft.scf import level_of_theory
 
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)

@@ -1,8 +1,8 @@
 """Physics from a density: one Kohn–Sham step, energies, dipoles, an SCF start.
 
 From a valence density ρ on the fine mesh (predicted, or any
-:class:`rhosr.density.Density`) at exactly the labels' level of theory
-(:mod:`rhosr.dft`: periodic Γ-point PBE, GTH-PBE, ``gth-tzv2p``, multigrid):
+:class:`rhosr.core.density.Density`) at exactly the labels' level of theory
+(:mod:`rhosr.dft.scf`: periodic Γ-point PBE, GTH-PBE, ``gth-tzv2p``, multigrid):
 
 - the Kohn–Sham matrix F[ρ] = h_core + V_H[ρ] + V_loc,long + V_xc[ρ].  ρ goes to
   reciprocal space by FFT (ρ(G) and iGρ(G) for the PBE gradient); the Hartree
@@ -24,7 +24,7 @@ From a valence density ρ on the fine mesh (predicted, or any
 
 Closed shells only: the step needs spin densities for an open shell, and a
 predicted density is the total one.  PySCF and torch must not share a process
-(two OpenMP runtimes, see :func:`rhosr.dft._mixed_openmp`): every public
+(two OpenMP runtimes, see :func:`rhosr.dft.scf._mixed_openmp`): every public
 function here runs itself in a fresh process when torch is loaded.
 """
 
@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dft import (CONV_TOL, _mixed_openmp, _run_in_fresh_process, build_cell, evaluate_density,
+from rhosr.dft.scf import (CONV_TOL, _mixed_openmp, _run_in_fresh_process, build_cell, evaluate_density,
                   make_scf)
-from .grid import Grid
-from .molecule import InputError
-from .units import AU_TO_DEBYE
+from rhosr.core.grid import Grid
+from rhosr.core.molecule import InputError
+from rhosr.core.units import AU_TO_DEBYE
 
 #: Largest accepted |∫ρ dV − N| (electrons) of an input density.
 ELECTRON_TOLERANCE = 1e-2
@@ -104,7 +104,7 @@ class SCFResult:
 
 def check_density(rho, grid: Grid, symbols, charge: int = 0, spin: int = 0) -> None:
     """Raise :class:`InputError` for a density the Kohn–Sham step cannot take."""
-    from .molecule import valence_electrons
+    from rhosr.core.molecule import valence_electrons
 
     rho = np.asarray(rho)
     if rho.shape != tuple(grid.mesh):
@@ -193,7 +193,7 @@ def dipole_debye(symbols, positions_bohr, grid: Grid, rho) -> np.ndarray:
     GTH valence charges Z_A; the mesh plane on the box face (r − c = −L/2) counts
     at 0, so that no face weighs on one side only (PySCF's ``dip_moment`` rule).
     """
-    from .elements import valence_charge
+    from rhosr.core.elements import valence_charge
 
     centre = np.asarray(grid.cell, dtype=float) / 2
     z = np.array([valence_charge(s) for s in symbols], dtype=float)
@@ -303,7 +303,7 @@ def run_scf(symbols, positions_bohr, grid: Grid, charge: int = 0, guess="minao",
 
 def step_density(density, spin: int = 0, smearing: float | None = None, refine: bool = True,
                  steps: int = 1, mixing: float = 1.0) -> StepResult:
-    """:func:`ks_step` of a :class:`rhosr.density.Density` (its atoms, charge and mesh)."""
+    """:func:`ks_step` of a :class:`rhosr.core.density.Density` (its atoms, charge and mesh)."""
     if not len(density.symbols):
         raise InputError("the density carries no atoms: the Kohn-Sham step needs the structure")
     return ks_step(density.symbols, density.positions, density.grid, density.values,
@@ -313,11 +313,11 @@ def step_density(density, spin: int = 0, smearing: float | None = None, refine: 
 
 def refined(density, result: StepResult):
     """A new Density holding ρ₁ of ``result``, its meta saying so (energies in Hartree)."""
-    from .density import Density
+    from rhosr.core.density import Density
 
     meta = dict(density.meta)
     steps = len(result.harris_history)
-    meta.update({"refined": f"{steps} Kohn-Sham step(s), mixing {result.mixing:g} (rhosr.physics)",
+    meta.update({"refined": f"{steps} Kohn-Sham step(s), mixing {result.mixing:g} (rhosr.dft.physics)",
                  "energy_harris_hartree": result.energy_harris,
                  "energy_ks_hartree": result.energy_ks,
                  "refine_seconds": result.seconds})

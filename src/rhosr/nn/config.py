@@ -1,8 +1,8 @@
 """Plain configuration of the networks and of training, without torch.
 
 :class:`ModelConfig`, the presets and the training defaults live here so that
-``rhosr --help`` and the option parsers need not import torch; :mod:`rhosr.model`
-and :mod:`rhosr.train` re-export them.
+``rhosr --help`` and the option parsers need not import torch; :mod:`rhosr.nn.model`
+and :mod:`rhosr.training.loop` re-export them.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def make_config(preset_or_config=DEFAULT_PRESET, **overrides) -> ModelConfig:
 
 
 # --------------------------------------------------------------------------
-# training defaults (rhosr.train)
+# training defaults (rhosr.training.loop)
 
 #: Learning rate of a fresh training, and of a fine-tuning (``init``): 3e-4 learned new
 #: elements and charges best in the freeze / learning-rate sweep of docs/benchmarks.md

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .cli_common import _Formatter
-from .molecule import InputError
+from rhosr.cli.common import _Formatter
+from rhosr.core.molecule import InputError
 
 
 def add_bank(sub) -> None:
@@ -53,7 +53,7 @@ def _theory(arg):
     if arg is None:
         return None
     if arg == "default":
-        from .dft import level_of_theory
+        from rhosr.dft.scf import level_of_theory
 
         return level_of_theory()
     try:
@@ -63,7 +63,7 @@ def _theory(arg):
 
 
 def run_bank(args) -> int:
-    from . import bank as banklib
+    from rhosr.labels import bank as banklib
 
     if args.action == "add":
         theory = _theory(args.theory)

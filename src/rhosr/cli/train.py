@@ -1,6 +1,6 @@
 """The ``rhosr train`` and ``rhosr evaluate`` subcommands.
 
-Registered in :data:`rhosr.cli.COMMANDS`; ``torchrun ... -m rhosr train``
+Registered in :data:`rhosr.cli.main.COMMANDS`; ``torchrun ... -m rhosr train``
 runs the training subcommand in every process.
 """
 
@@ -11,15 +11,15 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_common import _Formatter, model_file
-from .molecule import InputError
+from rhosr.cli.common import _Formatter, model_file
+from rhosr.core.molecule import InputError
 
 
 # ---------------------------------------------------------------- train
 
 
 def add_train(sub) -> None:
-    from .config import (DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS,
+    from rhosr.nn.config import (DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS,
                          DEFAULT_VAL_EVERY, PRESETS, TRAIN_PRESET)
 
     p = sub.add_parser(
@@ -94,8 +94,8 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .bank import open_labels
-    from .train import train
+    from rhosr.labels.bank import open_labels
+    from rhosr.training.loop import train
 
     workers = args.workers
     if workers != "auto":
@@ -176,8 +176,8 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from .bank import open_labels
-    from .evaluate import evaluate, format_table
+    from rhosr.labels.bank import open_labels
+    from rhosr.inference.evaluate import evaluate, format_table
 
     model = model_file(args.model, "--model")
     for path in args.store:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import Grid
-from .units import BOHR
+from rhosr.core.grid import Grid
+from rhosr.core.units import BOHR
 
 FORMATS = ("cube", "npy", "h5")
 
@@ -106,7 +106,7 @@ def format_of(path, fmt: str | None = None) -> str:
 
 
 def _write_cube(path: Path, d: Density) -> None:
-    from .elements import atomic_number, valence_charge
+    from rhosr.core.elements import atomic_number, valence_charge
 
     nx, ny, nz = d.grid.mesh
     spacing = d.grid.spacing
@@ -263,14 +263,14 @@ def _read_h5(path: Path) -> Density:
             charge = int(f.attrs.get("charge", 0))
             meta = json.loads(f.attrs.get("meta", "{}"))
     if is_record:
-        from .store import read_record
+        from rhosr.labels.store import read_record
 
         return record_density(read_record(path))
     return Density(values, grid, symbols, positions, charge, meta)
 
 
 def record_density(rec) -> Density:
-    """The DFT label of a store record (:class:`rhosr.store.Record`) as a Density."""
+    """The DFT label of a store record (:class:`rhosr.labels.store.Record`) as a Density."""
     meta = {"id": rec.id, "kind": "dft", "energy_hartree": rec.energy, "source": rec.source}
     return Density(np.asarray(rec.rho_dft), rec.grid, tuple(rec.symbols), rec.positions,
                    rec.charge, meta)

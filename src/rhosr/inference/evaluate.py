@@ -4,7 +4,7 @@ Per molecule: NMAE (%) of the prediction against the DFT density, NMAE (%)
 of the SAD itself (the fine-mesh SAD, i.e. what an untrained model would
 give), the error of the predicted electron count (electrons), and the seconds
 for SAD plus inference.  Whole boxes in one forward pass (tiled inference for
-large boxes belongs to :mod:`rhosr.predict`).
+large boxes belongs to :mod:`rhosr.inference.predict`).
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import time
 import numpy as np
 import torch
 
-from .dataset import select_ids
-from .density import nmae
-from .grid import UPSAMPLE
-from .molecule import InputError
-from .sad import network_input, sad_density
+from rhosr.training.data import select_ids
+from rhosr.core.density import nmae
+from rhosr.core.grid import UPSAMPLE
+from rhosr.core.molecule import InputError
+from rhosr.core.sad import network_input, sad_density
 
 SPLITS = ("val", "test", "all")
 
 
 def _load(model_or_path, device):
-    from .model import DensityNet, build, read_model_file
+    from rhosr.nn.model import DensityNet, build, read_model_file
 
     if isinstance(model_or_path, DensityNet):
         return model_or_path.to(device).eval(), {}, None
@@ -84,8 +84,8 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
 
     Parameters
     ----------
-    model_path_or_model : model file path or a network from :mod:`rhosr.model`
-    store : rhosr.store.Store or path
+    model_path_or_model : model file path or a network from :mod:`rhosr.nn.model`
+    store : rhosr.labels.store.Store or path
     split : "val", "test" or "all" (see :func:`split_ids`)
     device : "auto" (CUDA if available), "cpu", "cuda", ...
     val_fraction : for non-QM9 ids in split "val"; default: the training run's
@@ -99,7 +99,7 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
     median_nmae_percent, max_nmae_percent, mean_sad_nmae_percent}, and
     ``model``, ``store``, ``split``, ``device``.
     """
-    from .train import _open_store, resolve_device
+    from rhosr.training.loop import _open_store, resolve_device
 
     dev = resolve_device(device)
     amp = dev.type == "cuda"
@@ -156,9 +156,9 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
 
 def group_summary(rows) -> dict:
     """{group: {n, mean_nmae_percent, mean_sad_nmae_percent}} of evaluated molecules by
-    :func:`rhosr.molecule.group_of_id` ('qm9', 'S', 'anion', ...; 'other' for the rest),
+    :func:`rhosr.core.molecule.group_of_id` ('qm9', 'S', 'anion', ...; 'other' for the rest),
     in order of first appearance."""
-    from .molecule import group_of_id
+    from rhosr.core.molecule import group_of_id
 
     groups: dict[str, list] = {}
     for r in rows:

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .elements import LABEL_BASIS, PSEUDOPOTENTIAL, standard_symbol, valence_charge
-from .grid import DFT_CUTOFF_HARTREE, Grid
-from .orbitals import BRICK, DENSITY_EPS, DENSITY_MAX_BYTES, cart_powers
+from rhosr.core.elements import LABEL_BASIS, PSEUDOPOTENTIAL, standard_symbol, valence_charge
+from rhosr.core.grid import DFT_CUTOFF_HARTREE, Grid
+from rhosr.labels.orbitals import BRICK, DENSITY_EPS, DENSITY_MAX_BYTES, cart_powers
 
 XC = "PBE"
 #: Default SCF energy convergence (Hartree).
@@ -101,7 +101,7 @@ class DFTResult:
 def _versions() -> dict:
     import pyscf
 
-    from ._version import __version__ as rhosr_version
+    from rhosr._version import __version__ as rhosr_version
 
     return {"pyscf": pyscf.__version__, "numpy": np.__version__, "rhosr": rhosr_version}
 
@@ -118,6 +118,8 @@ def level_of_theory(smearing: float | None = None, conv_tol: float = CONV_TOL) -
         "basis": LABEL_BASIS,
         "pseudo": PSEUDOPOTENTIAL,
         "ke_cutoff_hartree": DFT_CUTOFF_HARTREE,
+        # the two strings below are part of the banks' theory signature: they name the modules
+        # as they were when the first labels were made (rhosr.grid is rhosr.core.grid today)
         "mesh": "fine mesh of rhosr.grid (2x the 50 Ha coarse mesh, step pi/20 bohr), set as cell.mesh",
         "cell": "orthorhombic box of rhosr.grid.box_for (2 A vacuum each side)",
         "numint": "multigrid (MultiGridNumInt2, ntasks=%d, ke_ratio=%g, rel_cutoff=%g)"
@@ -331,7 +333,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
     ----------
     symbols : sequence of str
     positions_bohr : (natm, 3) array, bohr, already centred in the box
-        (:func:`rhosr.grid.box_for`).
+        (:func:`rhosr.core.grid.box_for`).
     grid : Grid
         The FINE grid: the cell (bohr) and the label mesh.
     charge : int
@@ -444,11 +446,11 @@ def evaluate_density(cell, grid: Grid, mo_coeff, mo_occ, eps: float = DENSITY_EP
     """Valence density on ``grid`` from SCF orbitals, with the basis of ``cell``.
 
     The reference route: the Gaussian terms come from PySCF's cell
-    (``_libcint_ctr_coeff``, ``cart2sph``); :func:`rhosr.orbitals.density_on_grid`
+    (``_libcint_ctr_coeff``, ``cart2sph``); :func:`rhosr.labels.orbitals.density_on_grid`
     does the point-wise evaluation (see there).  ``mo_coeff``, ``mo_occ``: RKS
     2D/1D or UKS 3D/2D arrays.  Returns (nx, ny, nz) float64, e/bohr³.
     """
-    from .orbitals import density_on_grid
+    from rhosr.labels.orbitals import density_on_grid
 
     lat = cell.lattice_vectors()
     if np.abs(lat - np.diag(np.diag(lat))).max() > 1e-10 or \

@@ -17,9 +17,9 @@ grows only by what is added.
 A shard is opened only after its SHA-256 matches the manifest: a truncated or
 corrupted shard raises :class:`BankError` naming it, and the records of the
 other shards stay readable.  Records are orbital records
-(:class:`rhosr.store.Record` with ``mo_coeff``); their densities are evaluated
-on demand with NumPy and cached (:func:`rhosr.orbitals.density_from_record`).  A
-:class:`Bank` reads like a :class:`rhosr.store.Store`, so training,
+(:class:`rhosr.labels.store.Record` with ``mo_coeff``); their densities are evaluated
+on demand with NumPy and cached (:func:`rhosr.labels.orbitals.density_from_record`).  A
+:class:`Bank` reads like a :class:`rhosr.labels.store.Store`, so training,
 ``evaluate``, ``export`` and ``info`` take either (:func:`open_labels`).
 """
 
@@ -36,8 +36,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ._files import atomic_path
-from .store import (META_NAME, Record, Store, StoreError, attach_density, check_record,
+from rhosr.core.files import atomic_path
+from rhosr.labels.store import (META_NAME, Record, Store, StoreError, attach_density, check_record,
                     mo_spin, record_attrs, record_from_attrs)
 
 FORMAT = "rhosr-bank"
@@ -68,7 +68,7 @@ def is_bank(path) -> bool:
 
 
 def open_labels(path):
-    """A :class:`Bank` or a :class:`rhosr.store.Store`, whichever ``path`` is; several
+    """A :class:`Bank` or a :class:`rhosr.labels.store.Store`, whichever ``path`` is; several
     paths (a list or tuple) are read as one :class:`Union`."""
     if hasattr(path, "ids") and hasattr(path, "read"):
         return path
@@ -160,7 +160,7 @@ def sha256_file(path) -> str:
 
 
 class Bank(_Listing):
-    """Read (and append to) a label bank; reads like a :class:`rhosr.store.Store`."""
+    """Read (and append to) a label bank; reads like a :class:`rhosr.labels.store.Store`."""
 
     mode = "r"
 
@@ -188,7 +188,7 @@ class Bank(_Listing):
     def create(path, level_of_theory: dict, note: str = "") -> "Bank":
         """A new, empty bank whose records must match ``level_of_theory``; the folder
         may already hold other files (a datasheet, the structures labelled)."""
-        from ._version import __version__
+        from rhosr._version import __version__
 
         path = Path(path)
         if (path / BANK_META).exists():
@@ -433,7 +433,7 @@ def read_label_file(path, level_of_theory: dict) -> Record:
     ``xyz_ang``, ``box_ang``, ``mesh``, ``charge``, ``spin``, ``energy``,
     ``converged``, ``cycles``, ``seconds``, ``mo_occ``, ``mo_coeff``) as a record
     of the given level of theory."""
-    from .units import BOHR
+    from rhosr.core.units import BOHR
 
     try:
         with np.load(path, allow_pickle=False) as d:
@@ -501,7 +501,7 @@ def expand(bank, ids=None, workers: int = 1, progress: bool = True) -> dict:
 
     from tqdm.auto import tqdm
 
-    from .orbitals import cache_path
+    from rhosr.labels.orbitals import cache_path
 
     bank = bank if isinstance(bank, Bank) else Bank(bank)
     ids = bank.ids() if ids is None else list(ids)

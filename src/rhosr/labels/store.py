@@ -23,7 +23,7 @@ e/bohr³, chunked and gzip-compressed), ``energy`` (Hartree), ``converged``,
 ``scf_iterations``, ``seconds``, timings, level of theory, rhosr version.
 
 The SAD density is not stored: it is recomputed from the record
-(:func:`rhosr.sad.sad_density` with ``record.grid``), which takes milliseconds.
+(:func:`rhosr.core.sad.sad_density` with ``record.grid``), which takes milliseconds.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ._files import atomic_path
-from .grid import Grid
+from rhosr.core.files import atomic_path
+from rhosr.core.grid import Grid
 
 FORMAT = "rhosr-store"
 FORMAT_VERSION = 1
@@ -45,7 +45,7 @@ _CHUNK = 32
 
 
 def _version() -> str:
-    from ._version import __version__
+    from rhosr._version import __version__
 
     return __version__
 
@@ -58,7 +58,7 @@ class Record:
     (e/bohr³), C order with x slowest; ``energy`` in Hartree.  An orbital
     record holds ``mo_coeff`` (nao, norb) float32 in the ``gth-tzv2p`` basis,
     ``mo_occ`` (norb,) and ``mo_spin`` (norb,) (0 α or restricted, 1 β)
-    instead of, or beside, ``rho_dft``; :func:`rhosr.orbitals.density_from_record`
+    instead of, or beside, ``rho_dft``; :func:`rhosr.labels.orbitals.density_from_record`
     evaluates its density.
     """
 
@@ -98,7 +98,7 @@ class Record:
 
     @property
     def nelectron(self) -> int:
-        from .molecule import valence_electrons
+        from rhosr.core.molecule import valence_electrons
 
         return valence_electrons(self.symbols) - int(self.charge)
 
@@ -326,7 +326,7 @@ def record_from_attrs(a: dict, **arrays) -> Record:
 
 def attach_density(rec: Record) -> Record:
     """Fill ``rec.rho_dft`` from its orbitals (cached evaluation); returns ``rec``."""
-    from .orbitals import density_from_record
+    from rhosr.labels.orbitals import density_from_record
 
     if not rec.has_orbitals:
         raise StoreError(f"{rec.id}: record has neither a density nor orbitals")

@@ -11,7 +11,7 @@ It needs no PySCF: the basis (per element: shells, exponents, contraction
 coefficients with PySCF's normalisation, and the Cartesian-to-real-spherical
 matrices) ships as ``rhosr/data/basis_gth-tzv2p.npz``, built from PySCF by
 ``python scripts/build_basis_table.py``; the tests check the evaluation
-against PySCF's own route (:func:`rhosr.dft.evaluate_density` and
+against PySCF's own route (:func:`rhosr.dft.scf.evaluate_density` and
 ``cell.pbc_eval_gto``).
 
 Evaluated densities are cached under ``~/.cache/rhosr/densities`` (or
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid import Grid
+from rhosr.core.grid import Grid
 
 #: Default bound on the value of a neglected Gaussian term (× orbital
 #: coefficient) in the density evaluation; see :func:`density_on_grid`.
@@ -77,7 +77,7 @@ def build_basis_arrays() -> dict:
     from pyscf import gto as mol_gto
     from pyscf.pbc import gto
 
-    from .elements import LABEL_BASIS, PSEUDOPOTENTIAL, supported_elements
+    from rhosr.core.elements import LABEL_BASIS, PSEUDOPOTENTIAL, supported_elements
 
     arrays, lmax = {}, 0
     symbols = supported_elements()
@@ -219,7 +219,7 @@ def density_from_record(rec, cache: bool = True) -> np.ndarray:
 
 
 def _save_cached(path: Path, rho: np.ndarray) -> None:
-    from ._files import atomic_path
+    from rhosr.core.files import atomic_path
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .molecule import DEFAULT_MAX_VOXELS
+from rhosr.core.molecule import DEFAULT_MAX_VOXELS
 
 STRUCTURE_HELP = (
     "structure: a file ASE reads (xyz, extxyz, pdb, sdf, cif, ...; every frame), "
@@ -62,10 +62,10 @@ def _density_info(mol, grid, positions, electrons, seconds, **extra) -> dict:
 
 def model_file(arg: str, option: str) -> str:
     """A model option's value as a file path: 'default' is the bundled model."""
-    from .molecule import InputError
+    from rhosr.core.molecule import InputError
 
     if str(arg) == "default":
-        from .predict import default_model_path
+        from rhosr.inference.predict import default_model_path
 
         return str(default_model_path())
     if not Path(arg).is_file():
