@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.inference.evaluate import evaluate  # noqa: E402
-from rhosr.nn.model import build, count_parameters  # noqa: E402
+from rhosr.nn.nets import build, count_parameters  # noqa: E402
 from rhosr.training.loop import train  # noqa: E402
 
 #: name -> (description, model config)

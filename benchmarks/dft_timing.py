@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.dft.scf import build_cell, make_scf, evaluate_density, run_dft  # noqa: E402
 from rhosr.core.grid import box_for  # noqa: E402
 from rhosr.core.units import ANGSTROM_TO_BOHR  # noqa: E402
+from rhosr.dft.scf import build_cell, evaluate_density, make_scf, run_dft  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 DEFAULT = [DATA / "qm9_000001.xyz", DATA / "reference" / "qm9_107770.xyz"]

@@ -36,11 +36,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from rhosr.core.splits import group_of_id, split_of_id  # noqa: E402
+from rhosr.inference.evaluate import evaluate  # noqa: E402
+from rhosr.inference.predict import default_model_path  # noqa: E402
 from rhosr.labels.bank import open_labels  # noqa: E402
 from rhosr.nn.config import DEFAULT_FINETUNE_LR  # noqa: E402
-from rhosr.inference.evaluate import evaluate  # noqa: E402
-from rhosr.core.molecule import group_of_id, split_of_id  # noqa: E402
-from rhosr.inference.predict import default_model_path  # noqa: E402
 from rhosr.training.loop import train  # noqa: E402
 
 GROUPS = ("S", "Cl", "P", "Si", "B", "anion", "cation")

@@ -13,8 +13,8 @@ import os
 import tempfile
 import time
 
+from rhosr.core.splits import split_of_id
 from rhosr.dft.generate import collect, generate
-from rhosr.core.molecule import split_of_id
 
 
 def main():

@@ -36,12 +36,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.labels.bank import open_labels  # noqa: E402
 from rhosr.core.density import nmae  # noqa: E402
-from rhosr.dft.scf import build_cell, evaluate_density  # noqa: E402
 from rhosr.core.grid import box_for  # noqa: E402
-from rhosr.core.molecule import load_molecules  # noqa: E402
+from rhosr.core.sources import load_molecules  # noqa: E402
 from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS, dipole_debye, ks_step, run_scf  # noqa: E402
+from rhosr.dft.scf import build_cell, evaluate_density  # noqa: E402
+from rhosr.labels.bank import open_labels  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "data" / "reference"
 IONS = ["smiles:CC(=O)[O-]", "smiles:CC[O-]", "smiles:C[NH3+]"]
@@ -53,7 +53,7 @@ K_CYCLES = 5
 PREDICT_CHILD = """
 import json, sys, time
 import numpy as np
-from rhosr.core.molecule import load_molecules
+from rhosr.core.sources import load_molecules
 from rhosr.inference.predict import predict_molecule, resolve_model
 specs, out = json.loads(sys.argv[1]), sys.argv[2]
 net, name = resolve_model("default", "cpu")

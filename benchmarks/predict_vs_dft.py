@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.core.density import nmae  # noqa: E402
-from rhosr.dft.scf import run_dft  # noqa: E402
 from rhosr.core.grid import box_for  # noqa: E402
-from rhosr.core.molecule import load_molecules  # noqa: E402
+from rhosr.core.sources import load_molecules  # noqa: E402
+from rhosr.dft.scf import run_dft  # noqa: E402
 from rhosr.inference.predict import predict_molecule, resolve_model  # noqa: E402
 
 

@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.core.density import nmae  # noqa: E402
-from rhosr.inference.evaluate import record_sad, split_ids  # noqa: E402
+from rhosr.core.splits import split_ids  # noqa: E402
+from rhosr.inference.evaluate import record_sad  # noqa: E402
 from rhosr.inference.predict import predict_arrays, resolve_model  # noqa: E402
 from rhosr.labels.store import Store  # noqa: E402
 

@@ -13,7 +13,7 @@ and print molecules/s and fine voxels/s measured in this run.  The first step
         --variants plain pytorch-pad bf16
 
 ``--variants``: ``plain`` (the code as it is), ``pytorch-pad`` (PyTorch's own circular
-padding instead of :func:`rhosr.nn.model.circular_pad`, whose backward is faster),
+padding instead of :func:`rhosr.nn.layers.circular_pad`, whose backward is faster),
 ``bf16`` (``precision="bf16"``).  The variants of a preset run in one process, in turn,
 ``--repeat`` times each (the fastest of the repeats is printed), so their ratios compare.
 
@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import rhosr.nn.model as model_module
+import rhosr.nn.nets as model_module
 from rhosr.core.grid import Grid, box_for
-from rhosr.nn.model import build, count_parameters
-from rhosr.core.molecule import load_molecule
 from rhosr.core.sad import sad_density
+from rhosr.core.sources import load_molecule
 from rhosr.labels.store import Record, Store
+from rhosr.nn.nets import build, count_parameters
 from rhosr.training.loop import resolve_device, train
 
 PRESETS = ("tiny", "sr", "sr-narrow", "sr-wide", "sr-deep", "unet", "sr-elements", "sr-fine",

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rhosr.nn.model import build, read_model_file, save_model  # noqa: E402
+from rhosr.nn.modelfile import read_model_file, save_model  # noqa: E402
+from rhosr.nn.nets import build  # noqa: E402
 
 DEFAULT = ROOT / "src" / "rhosr" / "models" / "default.pt"
 

@@ -27,7 +27,7 @@ sanitises it, it is new (canonical SMILES), its formula is none of ASE's
 Per group the first ``--test`` products are held out for evaluation (role
 ``test``), the next ``--val`` are for model selection (``val``), the rest
 (``--per-group`` in all) train.  Ids are ``<group>-<role>-<NNN>``, which
-:func:`rhosr.core.molecule.split_of_id` reads as the split.
+:func:`rhosr.core.splits.split_of_id` reads as the split.
 
 Writes ``OUT/molecules.csv`` (id, group, role, charge, smiles, parent) and
 ``OUT/structures.xyz`` (extended xyz, one frame per molecule with ``id``,
@@ -47,10 +47,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.core.molecule import (  # noqa: E402
-    QM9_SPLIT, InputError, Molecule, from_smiles, qm9_columns, validate,
-)
+from rhosr.core.molecule import Molecule, validate
+from rhosr.core.qm9 import QM9_SPLIT, qm9_columns
+from rhosr.core.sources import from_smiles
 from rhosr.core.units import ANGSTROM_TO_BOHR  # noqa: E402
+from rhosr.errors import InputError
 
 GROUPS = ("S", "Cl", "P", "Si", "B", "anion", "cation")
 SEED = 2024

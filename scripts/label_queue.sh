@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 STORE=${STORE:-$HOME/.cache/rhosr}
 WORKERS=${WORKERS:-2}
 
-ids=$(python -c "from rhosr.nn.model import read_model_file
+ids=$(python -c "from rhosr.nn.modelfile import read_model_file
 from rhosr.inference.predict import default_model_path
 ids = read_model_file(default_model_path())['extra']['training_data']['ids']
 print(','.join(str(int(i[4:])) for i in ids if i.startswith('qm9_')))")

@@ -30,7 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from rhosr.core.molecule import QM9_SPLIT, qm9_columns, qm9_index_of, qm9_sample, qm9_symbols  # noqa: E402
+from rhosr.core.qm9 import (
+    QM9_SPLIT,  # noqa: E402
+    qm9_columns,
+    qm9_index_of,
+    qm9_sample,
+    qm9_symbols,
+)
 
 
 @lru_cache(maxsize=1)

@@ -6,13 +6,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import DATA
 
-from rhosr.labels.bank import Bank, BankError, add_records, open_labels, source_records
 from rhosr.cli.main import main
 from rhosr.dft.scf import level_of_theory
+from rhosr.errors import BankError
+from rhosr.labels.bank import Bank, add_records, open_labels, source_records
 from rhosr.labels.orbitals import density_from_record
-
-from conftest import DATA
 
 LABELS = DATA / "labels"  # two training-pool and two test-split QM9 orbital labels
 THEORY = level_of_theory()
@@ -171,7 +171,7 @@ def test_generate_never_relabels_what_the_bank_holds(tmp_path, labels, capsys):
 def test_training_reads_two_banks(tmp_path, labels, capsys):
     """rhosr train BANK BANK: the banks' molecules train as one pool or by --mix; an id in
     both banks is refused."""
-    from rhosr.nn.model import read_model_file
+    from rhosr.nn.modelfile import read_model_file
 
     by_id = {r.id: r for r in labels}
     add_records(tmp_path / "a", [by_id["qm9_000485"], by_id["qm9_128709"]], level_of_theory=THEORY)

@@ -7,13 +7,12 @@ than its own input, the SAD guess.
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 from rhosr.cli.main import main
 from rhosr.core.density import nmae, read_density
-from rhosr.inference.predict import default_model_path, predict
 from rhosr.core.sad import sad_density
-
-from conftest import DATA
+from rhosr.inference.predict import default_model_path, predict
 
 
 def test_bundled_model_ships_with_its_card():

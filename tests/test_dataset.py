@@ -5,14 +5,22 @@ import numpy as np
 import pytest
 import torch
 
-from rhosr.training.data import (CUBE_SYMMETRIES, IDENTITY, DensityDataset, apply_shift, apply_symmetry,
-                           hashed_fraction, invert_symmetry, periodic_window, role_of_id,
-                           select_ids, transform_positions)
 from rhosr.core.grid import Grid, box_for
-from rhosr.nn.model import build
-from rhosr.core.molecule import load_molecule
 from rhosr.core.sad import sad_density
+from rhosr.core.sources import load_molecule
+from rhosr.core.splits import hashed_fraction, role_of_id, select_ids
+from rhosr.core.symmetry import (
+    CUBE_SYMMETRIES,
+    IDENTITY,
+    apply_shift,
+    apply_symmetry,
+    invert_symmetry,
+    periodic_window,
+    transform_positions,
+)
 from rhosr.labels.store import Record, Store
+from rhosr.nn.nets import build
+from rhosr.training.data import DensityDataset
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from rhosr.core.density import Density, FORMATS, nmae, read_density
+from rhosr.core.density import FORMATS, Density, nmae, read_density
 from rhosr.core.grid import box_for
-from rhosr.core.molecule import load_molecule
+from rhosr.core.sources import load_molecule
 
 
 @pytest.fixture

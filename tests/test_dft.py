@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rhosr.dft.scf import DFTResult, build_cell, evaluate_density, level_of_theory, run_dft
 from rhosr.core.grid import Grid, box_for
 from rhosr.core.units import ANGSTROM_TO_BOHR
+from rhosr.dft.scf import DFTResult, build_cell, evaluate_density, level_of_theory, run_dft
 
 DATA = Path(__file__).parent / "data"
 
@@ -175,7 +175,7 @@ def test_torch_loaded_after_pyscf_still_converges(tmp_path):
 
     code = (
         "import pyscf.lib, torch\n"
-        "from rhosr.core.molecule import load_molecule\n"
+        "from rhosr.core.sources import load_molecule\n"
         "from rhosr.core.grid import box_for\n"
         "from rhosr.dft.scf import run_dft, _mixed_openmp\n"
         "assert _mixed_openmp()\n"

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from rhosr.cli.main import main as cli_main
-from rhosr.inference.evaluate import evaluate, format_table, split_ids
-from rhosr.nn.model import build, save_model
-from rhosr.core.molecule import InputError
+from rhosr.core.splits import split_ids
+from rhosr.errors import InputError
+from rhosr.inference.evaluate import evaluate, format_table
+from rhosr.nn.modelfile import save_model
+from rhosr.nn.nets import build
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import make_store  # noqa: E402

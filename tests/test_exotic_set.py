@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from rhosr.core.molecule import from_smiles, load_molecules, qm9_columns, split_of_id
-
 from conftest import load_script
+
+from rhosr.core.qm9 import qm9_columns
+from rhosr.core.sources import from_smiles, load_molecules
+from rhosr.core.splits import split_of_id
 
 EXOTIC = Path(__file__).resolve().parents[1] / "data" / "exotic"
 ELEMENT = {"S": "S", "Cl": "Cl", "P": "P", "Si": "Si", "B": "B"}
@@ -92,9 +93,9 @@ def test_committed_set(recipe):
 def test_committed_labels(recipe):
     """data/exotic is a bank whose shards verify, at rhosr generate's level of theory, with
     every labelled id a molecule of the set and >= 10 held-out molecules in every group."""
-    from rhosr.labels.bank import Bank, theory_signature
+    from rhosr.core.splits import group_of_id
     from rhosr.dft.scf import level_of_theory
-    from rhosr.core.molecule import group_of_id
+    from rhosr.labels.bank import Bank, theory_signature
 
     bank = Bank(EXOTIC)
     assert bank.check() == []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rhosr.dft.generate import generate
-from rhosr.core.molecule import InputError
+from rhosr.errors import InputError
 from rhosr.labels.store import Store
 
 

@@ -7,11 +7,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rhosr.labels.bank import add_records, source_records
-from rhosr.dft.scf import level_of_theory
-from rhosr.nn.model import build, read_model_file, save_model
-
 from conftest import DATA
+
+from rhosr.dft.scf import level_of_theory
+from rhosr.labels.bank import add_records, source_records
+from rhosr.nn.modelfile import read_model_file, save_model
+from rhosr.nn.nets import build
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
+from conftest import REFERENCE
 
 from rhosr.core.grid import COARSE_STEP_BOHR, Grid, box_for
-from rhosr.core.molecule import load_molecule
+from rhosr.core.sources import load_molecule
 from rhosr.core.units import BOHR
-
-from conftest import REFERENCE
 
 
 def test_meshes_of_all_reference_cases(cases):

@@ -6,22 +6,18 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from rhosr.nn.model import (
+from rhosr.nn.layers import normalize, pixel_shuffle_3d, pixel_unshuffle_3d
+from rhosr.nn.modelfile import load_model, read_model_file, save_model
+from rhosr.nn.nets import (
     DEFAULT_PRESET,
-    TRAIN_PRESET,
     PRESETS,
+    TRAIN_PRESET,
     ModelConfig,
     build,
     count_parameters,
     is_local,
-    load_model,
     make_config,
-    normalize,
-    pixel_shuffle_3d,
-    pixel_unshuffle_3d,
-    read_model_file,
     receptive_field,
-    save_model,
 )
 
 FAST = ["tiny", "tiny-paper"]
@@ -57,6 +53,7 @@ def test_paper_parameter_count():
 def test_preset_table():
     assert DEFAULT_PRESET == "sr-narrow"  # the base of configs recorded as dicts: never changes
     from types import SimpleNamespace
+
     from rhosr.training.loop import _choose_config
     config, name, _ = _choose_config(SimpleNamespace(init=None, preset=None), None)
     assert name == TRAIN_PRESET == "unet" and config == PRESETS["unet"]  # rhosr train, no --preset
@@ -307,7 +304,7 @@ def test_periodic_conv_takes_onednn_and_matches_the_reference_kernel():
     same result as a plain circular Conv3d, forwards and backwards."""
     import torch
 
-    from rhosr.nn.model import PeriodicConv3d
+    from rhosr.nn.layers import PeriodicConv3d
 
     torch.manual_seed(0)
     conv = PeriodicConv3d(16, 8, 3, padding=1, padding_mode="circular")
@@ -384,7 +381,7 @@ def test_circular_pad_backward_equals_pytorchs():
     """circular_pad: the same values as F.pad(mode='circular') and the same gradient
     (float64, to rounding), with its faster backward; PeriodicConv3d's gradients equal
     nn.Conv3d's with circular padding."""
-    from rhosr.nn.model import PeriodicConv3d, circular_pad
+    from rhosr.nn.layers import PeriodicConv3d, circular_pad
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand((2, 3, 6, 5, 4), dtype=torch.float64, generator=g, requires_grad=True)

@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
-
-from rhosr.core.molecule import (QM9_SPLIT, InputError, default_spin, load_molecule, load_molecules,
-                            qm9_split, split_of_id)
-from rhosr.core.units import ANGSTROM_TO_BOHR
-
 from conftest import REFERENCE
+
+from rhosr.core.molecule import default_spin
+from rhosr.core.qm9 import QM9_SPLIT, qm9_split
+from rhosr.core.sources import load_molecule, load_molecules
+from rhosr.core.splits import split_of_id
+from rhosr.core.units import ANGSTROM_TO_BOHR
+from rhosr.errors import InputError
 
 
 def test_xyz_file_gives_id_and_bohr_positions():
@@ -122,7 +124,7 @@ def test_standard_split():
 
 
 def test_qm9_random_sample_of_a_split_is_stable_and_extends():
-    from rhosr.core.molecule import qm9_sample
+    from rhosr.core.qm9 import qm9_sample
 
     first = qm9_sample("test", 5)
     assert first == qm9_sample("test", 8)[:5]
@@ -162,14 +164,16 @@ def test_reading_and_predicting_do_not_import_pyscf():
     import sys
 
     code = ("import sys, rhosr, rhosr.cli.predict, rhosr.inference.predict, rhosr.core.density;"
-            "from rhosr.core.molecule import load_molecule; load_molecule('smiles:CO');"
+            "from rhosr.core.sources import load_molecule; load_molecule('smiles:CO');"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pyscf'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_ids_from_extxyz_and_ids_that_name_their_split(tmp_path):
-    from rhosr.core.molecule import InputError, load_molecules, split_of_id
+    from rhosr.core.sources import load_molecules
+    from rhosr.core.splits import split_of_id
+    from rhosr.errors import InputError
 
     frame = '2\nProperties=species:S:1:pos:R:3 id={} charge={} pbc="F F F"\nO 0 0 0\nH 0 0 0.97\n'
     path = tmp_path / "two.xyz"
@@ -186,8 +190,8 @@ def test_ids_from_extxyz_and_ids_that_name_their_split(tmp_path):
 
 
 def test_group_of_id_and_group_summary():
+    from rhosr.core.splits import group_of_id
     from rhosr.inference.evaluate import group_summary
-    from rhosr.core.molecule import group_of_id
 
     assert [group_of_id(i) for i in ("qm9_000001", "S-test-003", "anion-train-12", "water")] == [
         "qm9", "S", "anion", None]

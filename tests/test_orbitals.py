@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 
-from rhosr.dft import scf as dft
 from rhosr.core.density import nmae
 from rhosr.core.grid import Grid, box_for
-from rhosr.labels.orbitals import (basis_size, cache_path, density_from_record, orbital_density,
-                            term_table)
-from rhosr.labels.store import Record, Store
 from rhosr.core.units import ANGSTROM_TO_BOHR
+from rhosr.dft import scf as dft
+from rhosr.labels.orbitals import basis_size, cache_path, density_from_record, orbital_density, term_table
+from rhosr.labels.store import Record, Store
 
 WATER = (["O", "H", "H"], [[0, 0, 0.1173], [0, 0.7572, -0.4692], [0, -0.7572, -0.4692]])
 OH = (["O", "H"], [[0, 0, 0], [0, 0, 0.97]])

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from rhosr.dft import physics
 from rhosr.cli.main import main
-from rhosr.dft.scf import run_dft
 from rhosr.core.grid import box_for
-from rhosr.core.molecule import load_molecules
+from rhosr.core.sources import load_molecules
+from rhosr.dft import physics
+from rhosr.dft.scf import run_dft
 
 
 def _placed(spec):
@@ -56,7 +56,7 @@ from pyscf.pbc.dft.multigrid import multigrid_pair
 from pyscf.pbc.scf.hf import dip_moment
 from rhosr.dft import physics
 from rhosr.core.grid import box_for
-from rhosr.core.molecule import load_molecules
+from rhosr.core.sources import load_molecules
 mol = load_molecules(sys.argv[1])[0]
 _, fine, pos = box_for(mol.positions)
 mf = physics.scf_object(mol.symbols, pos, fine, charge=mol.charge)

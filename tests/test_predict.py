@@ -7,15 +7,22 @@ import pytest
 import torch
 
 from rhosr.cli.main import main
-from rhosr.training.data import CUBE_SYMMETRIES, apply_symmetry, transform_positions
 from rhosr.core.grid import box_for
-from rhosr.nn.model import build, save_model
-from rhosr.core.molecule import Molecule, load_molecule
-from rhosr.inference.predict import (
-    _net_fn, max_relative_difference, predict, predict_molecule, resolve_model,
-    symmetrized_apply, tiled_apply,
-)
+from rhosr.core.molecule import Molecule
+from rhosr.core.sources import load_molecule
+from rhosr.core.symmetry import CUBE_SYMMETRIES, apply_symmetry, transform_positions
 from rhosr.core.units import BOHR
+from rhosr.inference.predict import (
+    _net_fn,
+    max_relative_difference,
+    predict,
+    predict_molecule,
+    resolve_model,
+    symmetrized_apply,
+    tiled_apply,
+)
+from rhosr.nn.modelfile import save_model
+from rhosr.nn.nets import build
 
 
 def _perturbed(preset="tiny", seed=0):

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-
-from rhosr.core.molecule import QM9_SPLIT
-
 from conftest import load_script
+
+from rhosr.core.qm9 import QM9_SPLIT
 
 
 @pytest.fixture(scope="module")

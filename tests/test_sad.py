@@ -3,15 +3,13 @@
 import ase.io
 import numpy as np
 import pytest
+from conftest import DATA, REFERENCE
 from scipy.interpolate import CubicSpline
 
 from rhosr.core.elements import supported_elements, valence_charge
 from rhosr.core.grid import Grid, box_for
-from rhosr.core.sad import (VARIANTS, cutoff_radius, projected_electrons, radial_table,
-                       sad_density)
+from rhosr.core.sad import VARIANTS, cutoff_radius, projected_electrons, radial_table, sad_density
 from rhosr.core.units import ANGSTROM_TO_BOHR
-
-from conftest import DATA, REFERENCE
 
 #: Acceptance: NMAE against the published densities (fine mesh).
 TOLERANCE = {"paper": 1e-3, "worsened": 5e-3}

@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from rhosr.labels.store import Record, Store, StoreError
+from rhosr.errors import StoreError
+from rhosr.labels.store import Record, Store
 
 
 def _record(mol_id="m1", seed=0):

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from rhosr.cli.main import main as cli_main
-from rhosr.inference.evaluate import evaluate
 from rhosr.core.grid import Grid, box_for
-from rhosr.nn.model import build, load_model, read_model_file, save_model
-from rhosr.core.molecule import load_molecule
 from rhosr.core.sad import sad_density
+from rhosr.core.sources import load_molecule
+from rhosr.inference.evaluate import evaluate
 from rhosr.labels.store import Record, Store
+from rhosr.nn.modelfile import load_model, read_model_file, save_model
+from rhosr.nn.nets import build
 from rhosr.training.loop import HASH_DIR_ENV, read_checkpoint, train, weights_hash
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -291,8 +292,9 @@ def test_mixed_position_interleaves_by_weight():
 def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
     """Training reads two stores as one: --mix draws by weight, --ids filters, and the
     model file records the elements and charges it has seen."""
-    from rhosr.labels.bank import BankError, Union
-    from rhosr.nn.model import seen_of
+    from rhosr.errors import BankError
+    from rhosr.labels.bank import Union
+    from rhosr.nn.modelfile import seen_of
     from rhosr.training.loop import StepSamples, _training_ids
 
     other = make_store(tmp_path / "other", [("S-train-000", "S"), ("S-train-001", "CS"),
@@ -348,7 +350,7 @@ def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
 def test_bakeoff_designs_train_and_evaluate(store, tmp_path):
     """The multi-scale body with element channels and fine terms trains, resumes and
     evaluates like the default design; crops are refused for it (not local)."""
-    from rhosr.core.molecule import InputError
+    from rhosr.errors import InputError
 
     run = tmp_path / "unet"
     res = train(store, run, preset="tiny-unet", steps=3, val_every=3, progress=False)

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-
-from rhosr.nn.model import build, count_parameters, load_model, read_model_file, save_model
-
 from conftest import load_script
+
+from rhosr.nn.modelfile import load_model, read_model_file, save_model
+from rhosr.nn.nets import build, count_parameters
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from rhosr.cli.common import _Formatter
-from rhosr.core.molecule import InputError
+from rhosr.errors import InputError
 
 
 def add_bank(sub) -> None:

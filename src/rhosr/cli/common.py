@@ -62,7 +62,7 @@ def _density_info(mol, grid, positions, electrons, seconds, **extra) -> dict:
 
 def model_file(arg: str, option: str) -> str:
     """A model option's value as a file path: 'default' is the bundled model."""
-    from rhosr.core.molecule import InputError
+    from rhosr.errors import InputError
 
     if str(arg) == "default":
         from rhosr.inference.predict import default_model_path

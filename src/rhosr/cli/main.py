@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 from rhosr._version import __version__
-from rhosr.core.molecule import InputError
-
 from rhosr.cli.common import (  # noqa: F401 -- re-exported for older imports
     STRUCTURE_HELP,
     _add_structure_options,
@@ -25,7 +23,7 @@ from rhosr.cli.common import (  # noqa: F401 -- re-exported for older imports
     _sidecar,
     model_file,
 )
-
+from rhosr.errors import InputError
 
 # ---------------------------------------------------------------- sad
 
@@ -51,8 +49,8 @@ def _add_sad(sub) -> None:
 def _run_sad(args) -> int:
     from rhosr.core.density import Density
     from rhosr.core.grid import box_for
-    from rhosr.core.molecule import load_molecules
     from rhosr.core.sad import sad_density
+    from rhosr.core.sources import load_molecules
 
     mols = [m for spec in args.inputs for m in load_molecules(
         spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
@@ -113,8 +111,8 @@ def _add_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from rhosr.labels.bank import is_bank, open_labels
     from rhosr.dft.generate import generate
+    from rhosr.labels.bank import is_bank, open_labels
     from rhosr.labels.store import META_NAME
 
     skip = set()
@@ -202,8 +200,8 @@ def _add_info(sub) -> None:
 
 
 def _run_info(args) -> int:
+    from rhosr.errors import StoreError
     from rhosr.labels.bank import open_labels
-    from rhosr.labels.store import StoreError
 
     path = Path(args.path)
     if str(args.path) == "default" or path.is_file():
@@ -220,7 +218,8 @@ def _run_info(args) -> int:
 
 def model_summary(path) -> list[str]:
     """Summary lines of a model file: preset, parameters, training data, best val NMAE."""
-    from rhosr.nn.model import build, count_parameters, read_model_file, seen_of
+    from rhosr.nn.modelfile import read_model_file, seen_of
+    from rhosr.nn.nets import build, count_parameters
 
     try:
         record = read_model_file(path)
@@ -261,7 +260,7 @@ def model_summary(path) -> list[str]:
 def store_summary(store) -> list[str]:
     import numpy as np
 
-    from rhosr.core.molecule import split_of_id
+    from rhosr.core.splits import split_of_id
 
     ids = store.ids()
     failures = store.failures()
@@ -310,10 +309,10 @@ def store_summary(store) -> list[str]:
 # ---------------------------------------------------------------- main
 
 
-from rhosr.cli.predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
-from rhosr.cli.train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
 from rhosr.cli.bank import add_bank, run_bank  # noqa: E402
 from rhosr.cli.physics import add_energy, add_scf, run_energy, run_scf  # noqa: E402
+from rhosr.cli.predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
+from rhosr.cli.train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
 
 COMMANDS = {
     "predict": (add_predict, run_predict),
@@ -347,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point; returns the exit status (0 ok, 2 user error)."""
-    from rhosr.labels.store import StoreError
+    from rhosr.errors import StoreError
 
     parser = build_parser()
     args = parser.parse_args(argv)

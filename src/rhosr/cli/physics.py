@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from rhosr.cli.common import STRUCTURE_HELP, _add_structure_options, _Formatter
-from rhosr.core.molecule import InputError
+from rhosr.errors import InputError
 
 
 def _add_common(p) -> None:
@@ -69,7 +69,7 @@ def add_scf(sub) -> None:
 
 def _molecules(args):
     from rhosr.core.grid import box_for
-    from rhosr.core.molecule import load_molecules
+    from rhosr.core.sources import load_molecules
 
     if args.smearing is not None and not args.smearing > 0:
         raise InputError(f"--smearing must be a positive width in Hartree, not {args.smearing}")

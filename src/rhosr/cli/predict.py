@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rhosr.core.molecule import InputError
+from rhosr.errors import InputError
 
 
 def _stem(path: Path) -> str:
@@ -72,7 +72,7 @@ def _refine(dens, mol, steps, mixing):
 
 def run_predict(args) -> int:
     from rhosr.cli.common import _density_info, _output_paths, _sidecar
-    from rhosr.core.molecule import load_molecules
+    from rhosr.core.sources import load_molecules
     from rhosr.inference.predict import predict_molecule, resolve_device, resolve_model, unseen_warning
 
     if args.max_memory is not None and not args.max_memory > 0:
@@ -185,8 +185,8 @@ def _reference_reader(spec: str | None, ids: list[str]):
         ref = _read(spec)
         return lambda mol_id: ref
     from rhosr.core.density import record_density
+    from rhosr.errors import StoreError
     from rhosr.labels.bank import open_labels
-    from rhosr.labels.store import StoreError
 
     try:
         store = open_labels(spec)

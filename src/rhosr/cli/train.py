@@ -12,15 +12,21 @@ import sys
 from pathlib import Path
 
 from rhosr.cli.common import _Formatter, model_file
-from rhosr.core.molecule import InputError
-
+from rhosr.errors import InputError
 
 # ---------------------------------------------------------------- train
 
 
 def add_train(sub) -> None:
-    from rhosr.nn.config import (DEFAULT_BATCH, DEFAULT_FINETUNE_LR, DEFAULT_LR, DEFAULT_STEPS,
-                         DEFAULT_VAL_EVERY, PRESETS, TRAIN_PRESET)
+    from rhosr.nn.config import (
+        DEFAULT_BATCH,
+        DEFAULT_FINETUNE_LR,
+        DEFAULT_LR,
+        DEFAULT_STEPS,
+        DEFAULT_VAL_EVERY,
+        PRESETS,
+        TRAIN_PRESET,
+    )
 
     p = sub.add_parser(
         "train", formatter_class=_Formatter,
@@ -176,8 +182,8 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from rhosr.labels.bank import open_labels
     from rhosr.inference.evaluate import evaluate, format_table
+    from rhosr.labels.bank import open_labels
 
     model = model_file(args.model, "--model")
     for path in args.store:

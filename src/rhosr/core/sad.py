@@ -32,9 +32,9 @@ from importlib import resources
 
 import numpy as np
 
-from rhosr.nn.config import ELEMENT_CHANNELS, INPUTS
 from rhosr.core.elements import standard_symbol, unsupported_reason, valence_charge
 from rhosr.core.grid import Grid
+from rhosr.nn.config import ELEMENT_CHANNELS, INPUTS
 
 VARIANTS = ("paper", "worsened")
 

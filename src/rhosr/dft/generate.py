@@ -20,7 +20,9 @@ from typing import Sequence
 import numpy as np
 
 from rhosr.core.grid import box_for
-from rhosr.core.molecule import DEFAULT_MAX_VOXELS, InputError, Molecule, load_molecules
+from rhosr.core.molecule import DEFAULT_MAX_VOXELS, Molecule
+from rhosr.core.sources import load_molecules
+from rhosr.errors import InputError
 from rhosr.labels.store import Record, Store
 
 
@@ -86,8 +88,8 @@ def collect(
 def _guess_dm(mol, fine, pos, rho, smearing, threads):
     """(dm0 or None, seconds, how): Kohn–Sham steps on a predicted density; None where
     they cannot run (open shell) or fail, so that the SCF starts from 'minao' instead."""
-    from rhosr.dft.scf import _thread_limit
     from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS, ks_step
+    from rhosr.dft.scf import _thread_limit
 
     if mol.spin:
         return None, 0.0, "minao"

@@ -35,11 +35,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rhosr.dft.scf import (CONV_TOL, _mixed_openmp, _run_in_fresh_process, build_cell, evaluate_density,
-                  make_scf)
 from rhosr.core.grid import Grid
-from rhosr.core.molecule import InputError
 from rhosr.core.units import AU_TO_DEBYE
+from rhosr.dft.scf import (
+    CONV_TOL,
+    _mixed_openmp,
+    _run_in_fresh_process,
+    build_cell,
+    evaluate_density,
+    make_scf,
+)
+from rhosr.errors import InputError
 
 #: Largest accepted |∫ρ dV − N| (electrons) of an input density.
 ELECTRON_TOLERANCE = 1e-2

@@ -98,7 +98,7 @@ class DFTResult:
     mo_spin: np.ndarray | None = None
 
 
-def _versions() -> dict:
+def versions() -> dict:
     import pyscf
 
     from rhosr._version import __version__ as rhosr_version
@@ -131,13 +131,14 @@ def level_of_theory(smearing: float | None = None, conv_tol: float = CONV_TOL) -
         "(sum_i n_i |psi_i|^2, lattice-summed AOs), valence, e/bohr^3; terms below %g skipped"
         % DENSITY_EPS,
         "makov_payne": "not applied (report skipped for charged cells)",
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 
 # --------------------------------------------------------------------------
 # SCF
 # --------------------------------------------------------------------------
+
 
 def _rks_class():
     from pyscf.pbc.dft import rks
@@ -408,6 +409,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
 # --------------------------------------------------------------------------
 # Density on the fine mesh
 # --------------------------------------------------------------------------
+
 
 def _term_table(cell, orbitals: np.ndarray):
     """Every (shell, primitive, Cartesian component) of the cell as a term.

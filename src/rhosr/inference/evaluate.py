@@ -14,17 +14,16 @@ import time
 import numpy as np
 import torch
 
-from rhosr.training.data import select_ids
 from rhosr.core.density import nmae
 from rhosr.core.grid import UPSAMPLE
-from rhosr.core.molecule import InputError
 from rhosr.core.sad import network_input, sad_density
-
-SPLITS = ("val", "test", "all")
+from rhosr.core.splits import split_ids
+from rhosr.errors import InputError
 
 
 def _load(model_or_path, device):
-    from rhosr.nn.model import DensityNet, build, read_model_file
+    from rhosr.nn.modelfile import read_model_file
+    from rhosr.nn.nets import DensityNet, build
 
     if isinstance(model_or_path, DensityNet):
         return model_or_path.to(device).eval(), {}, None
@@ -35,17 +34,6 @@ def _load(model_or_path, device):
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"--model {model_or_path}: {exc}") from None
     return model.to(device).eval(), record.get("extra", {}), str(model_or_path)
-
-
-def split_ids(ids, split: str, val_fraction: float = 0.1) -> list[str]:
-    """Ids of a split: 'val' (QM9 val split, ids like ``S-val-003``, and the hashed
-    ``val_fraction`` of other ids, as in training), 'test' (QM9 test split and ids like
-    ``S-test-003``), 'all'."""
-    if split not in SPLITS:
-        raise InputError(f"split must be one of {SPLITS}, not {split!r}")
-    if split == "all":
-        return list(ids)
-    return select_ids(ids, split, val_fraction)
 
 
 def record_sad(record, sad_variant: str = "paper"):
@@ -84,7 +72,7 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
 
     Parameters
     ----------
-    model_path_or_model : model file path or a network from :mod:`rhosr.nn.model`
+    model_path_or_model : model file path or a network from :mod:`rhosr.nn.nets`
     store : rhosr.labels.store.Store or path
     split : "val", "test" or "all" (see :func:`split_ids`)
     device : "auto" (CUDA if available), "cpu", "cuda", ...
@@ -156,9 +144,9 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
 
 def group_summary(rows) -> dict:
     """{group: {n, mean_nmae_percent, mean_sad_nmae_percent}} of evaluated molecules by
-    :func:`rhosr.core.molecule.group_of_id` ('qm9', 'S', 'anion', ...; 'other' for the rest),
+    :func:`rhosr.core.splits.group_of_id` ('qm9', 'S', 'anion', ...; 'other' for the rest),
     in order of first appearance."""
-    from rhosr.core.molecule import group_of_id
+    from rhosr.core.splits import group_of_id
 
     groups: dict[str, list] = {}
     for r in rows:

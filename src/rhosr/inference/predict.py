@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rhosr.core.molecule import DEFAULT_MAX_VOXELS, InputError, Molecule
+from rhosr.core.grid import UPSAMPLE
+from rhosr.core.molecule import DEFAULT_MAX_VOXELS, Molecule
+from rhosr.errors import InputError
 
 #: Fine mesh points per coarse mesh point, per axis.
-UPSAMPLE = 2
 #: Fraction of the free memory used when ``max_memory_gb`` is not given.
 MEMORY_FRACTION = 0.5
 
@@ -47,7 +48,7 @@ def resolve_model(model="default", device="cpu"):
     """
     from torch import nn
 
-    from rhosr.nn.model import load_model
+    from rhosr.nn.modelfile import load_model
 
     if isinstance(model, nn.Module):
         return model.to(device).eval(), type(model).__name__
@@ -205,8 +206,8 @@ def symmetrized_apply(fn, sad_coarse: np.ndarray, sad_fine, ops=None):
     the 48 cube symmetries) the mean is equivariant: transforming the input by
     any op only permutes the members.
     """
-    from rhosr.training.data import CUBE_SYMMETRIES, apply_symmetry, invert_symmetry
     from rhosr.core.density import nmae
+    from rhosr.core.symmetry import CUBE_SYMMETRIES, apply_symmetry, invert_symmetry
 
     ops = CUBE_SYMMETRIES if ops is None else ops
     members = []
@@ -314,7 +315,7 @@ def predict_molecule(mol: Molecule, net, *, model_name: str = "", device="cpu",
 def unseen_by(net, mol: Molecule) -> dict:
     """What of ``mol`` the network's training data never held: ``{"elements": [...],
     "charges": [...]}`` with the non-empty entries only; {} when all was seen or the
-    model file does not say (``net.seen``, see :func:`rhosr.nn.model.seen_of`)."""
+    model file does not say (``net.seen``, see :func:`rhosr.nn.modelfile.seen_of`)."""
     seen = getattr(net, "seen", None)
     if not seen:
         return {}
@@ -349,7 +350,7 @@ def predict(structure, model="default", charge=None, spin=None, device="auto",
     Parameters
     ----------
     structure : str or Molecule
-        A spec for :func:`rhosr.core.molecule.load_molecules` (file, ``smiles:``,
+        A spec for :func:`rhosr.core.sources.load_molecules` (file, ``smiles:``,
         ``qm9:``; the first molecule is used) or a :class:`Molecule`.
     model : "default", a model file path, or a network module
     charge, spin : override the molecule's charge and 2S
@@ -363,7 +364,8 @@ def predict(structure, model="default", charge=None, spin=None, device="auto",
     Density on the fine mesh, normalised to the valence electrons minus the
     charge; ``meta`` holds model, seconds, electrons (and spread_percent).
     """
-    from rhosr.core.molecule import load_molecules, validate
+    from rhosr.core.molecule import validate
+    from rhosr.core.sources import load_molecules
 
     if isinstance(structure, Molecule):
         mol = structure

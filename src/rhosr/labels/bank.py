@@ -37,8 +37,17 @@ from typing import Iterator
 import numpy as np
 
 from rhosr.core.files import atomic_path
-from rhosr.labels.store import (META_NAME, Record, Store, StoreError, attach_density, check_record,
-                    mo_spin, record_attrs, record_from_attrs)
+from rhosr.errors import BankError
+from rhosr.labels.store import (
+    META_NAME,
+    Record,
+    Store,
+    attach_density,
+    check_record,
+    mo_spin,
+    record_attrs,
+    record_from_attrs,
+)
 
 FORMAT = "rhosr-bank"
 FORMAT_VERSION = 1
@@ -52,10 +61,6 @@ THEORY_KEYS = ("code", "xc", "basis", "pseudo", "ke_cutoff_hartree", "mesh", "ce
                "conv_tol", "smearing")
 _ARRAYS = ("symbols", "positions", "cell", "fine_mesh", "mo_coeff", "mo_occ", "mo_spin")
 _MANIFEST = re.compile(r"^add-(\d{6})\.json$")
-
-
-class BankError(StoreError):
-    """A bank that is missing, damaged, or an add that is refused."""
 
 
 def theory_signature(level_of_theory: dict) -> dict:

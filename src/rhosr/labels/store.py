@@ -37,6 +37,7 @@ import numpy as np
 
 from rhosr.core.files import atomic_path
 from rhosr.core.grid import Grid
+from rhosr.errors import StoreError
 
 FORMAT = "rhosr-store"
 FORMAT_VERSION = 1
@@ -101,10 +102,6 @@ class Record:
         from rhosr.core.molecule import valence_electrons
 
         return valence_electrons(self.symbols) - int(self.charge)
-
-
-class StoreError(ValueError):
-    """A store that is missing, of another format, or damaged."""
 
 
 class Store:

@@ -1,7 +1,7 @@
 """Plain configuration of the networks and of training, without torch.
 
 :class:`ModelConfig`, the presets and the training defaults live here so that
-``rhosr --help`` and the option parsers need not import torch; :mod:`rhosr.nn.model`
+``rhosr --help`` and the option parsers need not import torch; :mod:`rhosr.nn.nets`
 and :mod:`rhosr.training.loop` re-export them.
 """
 

@@ -16,7 +16,7 @@ is a seeded permutation per epoch and each molecule's augmentation (one of the
 uninterrupted one would do.
 
 Checkpoints ``RUN_DIR/last.pt`` and ``RUN_DIR/best.pt`` are model files
-(:func:`rhosr.nn.model.load_model` reads them; ``state_dict`` holds the EMA
+(:func:`rhosr.nn.modelfile.load_model` reads them; ``state_dict`` holds the EMA
 weights when EMA is on) with one more top-level entry, ``training``: raw
 weights (with EMA), EMA weights, optimizer, schedule, RNG states, step,
 seconds, best validation NMAE and the training arguments.  Everything is plain
@@ -41,12 +41,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from rhosr.core.splits import select_ids, split_of_id
+from rhosr.errors import InputError
 from rhosr.labels.bank import store_paths
-from rhosr.training.data import DensityDataset, select_ids
-from rhosr.nn.model import (TRAIN_PRESET, MODEL_FORMAT, PRESETS, atomic_torch_save, build, count_parameters,
-                    make_config, merge_seen, read_model_file, seen_of)
-from rhosr.core.molecule import InputError, split_of_id
-
 from rhosr.nn.config import (  # noqa: E402 -- re-exported
     DEFAULT_BATCH,
     DEFAULT_FINETUNE_LR,
@@ -54,6 +51,10 @@ from rhosr.nn.config import (  # noqa: E402 -- re-exported
     DEFAULT_STEPS,
     DEFAULT_VAL_EVERY,
 )
+from rhosr.nn.modelfile import MODEL_FORMAT, atomic_torch_save, merge_seen, read_model_file, seen_of
+from rhosr.nn.nets import PRESETS, TRAIN_PRESET, build, count_parameters, make_config
+from rhosr.training.data import DensityDataset
+
 #: Parts of a network for ``freeze``: aliases of top-level module names
 #: (any top-level module name, or a parameter-name prefix, is accepted too).
 FREEZE_PARTS = {
@@ -770,7 +771,7 @@ class _Run:
         }
 
     def checkpoint(self, path, seconds) -> None:
-        from rhosr.nn.model import _versions
+        from rhosr.nn.modelfile import versions
 
         infer = self.ema_model if self.ema_model is not None else self.model
         tr = {
@@ -784,7 +785,7 @@ class _Run:
             tr["ema_state"] = _cpu_state(self.ema_model)
         record = {"format": MODEL_FORMAT, "config": asdict(self.config),
                   "state_dict": _cpu_state(infer), "extra": _jsonable(self.extra(seconds)),
-                  "versions": _versions(), "training": tr}
+                  "versions": versions(), "training": tr}
         atomic_torch_save(record, path)
 
     # ---- the loop

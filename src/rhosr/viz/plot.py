@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rhosr.core.molecule import InputError
+from rhosr.errors import InputError
 
 #: Atoms closer than this to a slice (bohr) are drawn as filled dots.
 NEAR_PLANE_BOHR = 1.0

@@ -65,37 +65,33 @@ rebuilt from its config.  Nothing in this module does I/O inside ``forward``.
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
-import platform
-from dataclasses import asdict
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from rhosr.core.files import atomic_path
+from rhosr.core.grid import UPSAMPLE
 
 #: Fine mesh points per coarse mesh point, per axis (as in :mod:`rhosr.core.grid`).
-UPSAMPLE = 2
-#: ``format`` entry of a model file.
-MODEL_FORMAT = "rhosr-model"
-#: Version of the model-file layout.
-MODEL_FORMAT_VERSION = 1
-
 from rhosr.nn.config import (  # noqa: E402,F401 -- the configuration, re-exported
     ARCHS,
     DEFAULT_PRESET,
-    TRAIN_PRESET,
     ELEMENT_CHANNELS,
-    INPUTS,
     INPUT_TRANSFORMS,
+    INPUTS,
     NORMS,
     OUTPUTS,
     PRESETS,
+    TRAIN_PRESET,
     ModelConfig,
     make_config,
+)
+from rhosr.nn.layers import (
+    PeriodicConv3d,
+    PixelShuffle3d,
+    ResidualBlock,
+    norm_layer,
+    normalize,
+    periodic_conv,
+    pixel_shuffle_3d,
 )
 
 
@@ -137,170 +133,8 @@ def is_local(config=DEFAULT_PRESET) -> bool:
 # array functions
 
 
-def pixel_shuffle_3d(x: torch.Tensor, factor: int = UPSAMPLE) -> torch.Tensor:
-    """Rearrange channels into sub-voxels: (B, C·r³, X, Y, Z) → (B, C, rX, rY, rZ).
-
-    Sub-voxel order (as torch's 2D ``pixel_shuffle``, one more axis): input
-    channel ``c·r³ + (i·r + j)·r + k`` goes to output voxel
-    ``(r·x + i, r·y + j, r·z + k)`` of channel c; for r = 2 channels
-    ``8c + 4i + 2j + k``.
-    """
-    b, cr3, nx, ny, nz = x.shape
-    r = factor
-    if cr3 % r**3:
-        raise ValueError(f"channels {cr3} are not divisible by {r}^3")
-    c = cr3 // r**3
-    x = x.reshape(b, c, r, r, r, nx, ny, nz)
-    x = x.permute(0, 1, 5, 2, 6, 3, 7, 4)  # b, c, x, i, y, j, z, k
-    return x.reshape(b, c, nx * r, ny * r, nz * r)
-
-
-def pixel_unshuffle_3d(x: torch.Tensor, factor: int = UPSAMPLE) -> torch.Tensor:
-    """Inverse of :func:`pixel_shuffle_3d`: (B, C, rX, rY, rZ) → (B, C·r³, X, Y, Z)."""
-    b, c, fx, fy, fz = x.shape
-    r = factor
-    if fx % r or fy % r or fz % r:
-        raise ValueError(f"mesh {(fx, fy, fz)} is not divisible by {r}")
-    x = x.reshape(b, c, fx // r, r, fy // r, r, fz // r, r)
-    x = x.permute(0, 1, 3, 5, 7, 2, 4, 6)  # b, c, i, j, k, x, y, z
-    return x.reshape(b, c * r**3, fx // r, fy // r, fz // r)
-
-
-def _per_sample(value, batch: int, name: str, device) -> torch.Tensor:
-    """A (B,) float64 tensor from a scalar or a (B,) tensor/sequence."""
-    t = torch.as_tensor(value, dtype=torch.float64, device=device).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(batch)
-    if t.numel() != batch:
-        raise ValueError(f"{name} must have one value per sample ({batch}), got {t.numel()}")
-    return t
-
-
-def normalize(out: torch.Tensor, n_electrons, dv_fine) -> torch.Tensor:
-    """Rescale each sample so that ``out.sum() * dv_fine == n_electrons``.
-
-    Parameters
-    ----------
-    out : (B, 1, X, Y, Z) tensor, e/bohr³, non-negative
-    n_electrons : (B,) tensor or scalar, electrons
-    dv_fine : (B,) tensor or scalar, bohr³ per voxel
-
-    The sum is taken in float64; gradients flow through the scale factor.
-    """
-    batch = out.shape[0]
-    n = _per_sample(n_electrons, batch, "n_electrons", out.device)
-    dv = _per_sample(dv_fine, batch, "dv_fine", out.device)
-    total = out.sum(dim=tuple(range(1, out.dim())), dtype=torch.float64) * dv
-    scale = n / total.clamp_min(torch.finfo(torch.float64).tiny)
-    return out * scale.to(out.dtype).reshape((batch,) + (1,) * (out.dim() - 1))
-
-
 # --------------------------------------------------------------------------
 # modules
-
-
-class _CircularPad(torch.autograd.Function):
-    """``F.pad(x, pads, mode="circular")`` whose backward folds the halo gradients back
-    onto the opposite edges in a few slice-adds (PyTorch's own backward of circular
-    padding is ~8x slower, as slow as a 16-channel conv's forward on CPU)."""
-
-    @staticmethod
-    def forward(ctx, x, pads):
-        ctx.pads = pads
-        return nn.functional.pad(x, pads, mode="circular")
-
-    @staticmethod
-    def backward(ctx, grad):
-        pads, nd = ctx.pads, grad.dim()
-        g = grad.clone()
-        core = []
-        for k in range(len(pads) // 2):  # pads: (last lo, last hi, second-last lo, ...)
-            lo, hi = pads[2 * k], pads[2 * k + 1]
-            d = nd - 1 - k
-            n = g.shape[d] - lo - hi
-            # axis by axis, over the whole extent of the other axes, so that corners fold
-            # twice: padded points past the end are copies of the first ones, padded
-            # points before the start copies of the last ones
-            if hi:
-                g.narrow(d, lo, hi).add_(g.narrow(d, lo + n, hi))
-            if lo:
-                g.narrow(d, n, lo).add_(g.narrow(d, 0, lo))
-            core.append((d, lo, n))
-        for d, lo, n in core:
-            g = g.narrow(d, lo, n)
-        return g.contiguous(), None
-
-
-def circular_pad(x: torch.Tensor, pads) -> torch.Tensor:
-    """Periodic padding of the last dims (``pads`` as for ``F.pad``), fast backward."""
-    pads = tuple(int(p) for p in pads)
-    if not any(pads):
-        return x
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _CircularPad.apply(x, pads)
-    return nn.functional.pad(x, pads, mode="circular")
-
-
-class PeriodicConv3d(nn.Conv3d):
-    """``nn.Conv3d`` with periodic 'same' padding that always takes oneDNN on the CPU.
-
-    PyTorch picks its slow reference kernel for a float32 CPU conv of batch 1
-    when ``N * C_in * D * H`` (padded) is at most 20480 — e.g. every 16-channel
-    conv of a methane-sized box — which is ~10x slower than oneDNN there.
-    This module calls oneDNN (``torch.mkldnn_convolution``) directly for
-    every conv with more than one input channel (for one input channel,
-    the network's first conv, PyTorch's own choice was measured faster); the
-    result agrees with the reference kernel to float32 rounding.  The periodic
-    padding is :func:`circular_pad` (a fast backward).  Same parameters and state
-    dict as ``nn.Conv3d``.
-    """
-
-    def _conv_forward(self, input, weight, bias):
-        x = circular_pad(input, self._reversed_padding_repeated_twice)
-        if (input.device.type == "cpu" and input.dtype == torch.float32
-                and weight.dtype == torch.float32 and _ONEDNN
-                and torch.backends.mkldnn.enabled and self.groups == 1
-                and self.in_channels > 1):  # one input channel: the reference kernel is faster
-            return torch.mkldnn_convolution(x, weight, bias, [0, 0, 0], list(self.stride),
-                                            list(self.dilation), self.groups)
-        return nn.functional.conv3d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
-
-
-_ONEDNN = hasattr(torch, "mkldnn_convolution") and torch.backends.mkldnn.is_available()
-
-
-def _conv(cin: int, cout: int, kernel: int) -> nn.Conv3d:
-    """A 3D conv with periodic 'same' padding (see :class:`PeriodicConv3d`)."""
-    return PeriodicConv3d(cin, cout, kernel, padding=kernel // 2, padding_mode="circular")
-
-
-def _norm(kind: str, channels: int) -> nn.Module:
-    return nn.InstanceNorm3d(channels, affine=True) if kind == "instance" else nn.Identity()
-
-
-class PixelShuffle3d(nn.Module):
-    """Module form of :func:`pixel_shuffle_3d`."""
-
-    def __init__(self, factor: int = UPSAMPLE):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return pixel_shuffle_3d(x, self.factor)
-
-
-class ResidualBlock(nn.Module):
-    """x + [Conv → Norm → PReLU → Conv → Norm](x); (B, C, X, Y, Z) → same."""
-
-    def __init__(self, channels: int, kernel: int, norm: str):
-        super().__init__()
-        self.body = nn.Sequential(
-            _conv(channels, channels, kernel), _norm(norm, channels), nn.PReLU(),
-            _conv(channels, channels, kernel), _norm(norm, channels),
-        )
-
-    def forward(self, x):
-        return x + self.body(x)
 
 
 class DensityNet(nn.Module):
@@ -363,14 +197,14 @@ class SRResNet(DensityNet):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         c, k1, k2, norm = config.channels, config.kernel_in, config.kernel, config.norm
-        self.head = nn.Sequential(_conv(1, c, k1), nn.PReLU())
+        self.head = nn.Sequential(periodic_conv(1, c, k1), nn.PReLU())
         self.blocks = nn.Sequential(*(ResidualBlock(c, k2, norm) for _ in range(config.blocks)))
-        self.body_tail = nn.Sequential(_conv(c, c, k2), _norm(norm, c))
+        self.body_tail = nn.Sequential(periodic_conv(c, c, k2), norm_layer(norm, c))
         self.upsample = nn.Sequential(
-            _conv(c, c * UPSAMPLE**3, k2), _norm(norm, c * UPSAMPLE**3),
+            periodic_conv(c, c * UPSAMPLE**3, k2), norm_layer(norm, c * UPSAMPLE**3),
             PixelShuffle3d(UPSAMPLE), nn.PReLU(),
         )
-        self.tail = _conv(c, 1, k1)
+        self.tail = periodic_conv(c, 1, k1)
 
     def _density(self, x, sad_fine):
         h = self.head(x)
@@ -395,7 +229,7 @@ class _SADCorrection(DensityNet):
 
     def _make_output(self, c: int):
         config, f = self.config, self.config.fine_channels
-        self.tail = _conv(c, UPSAMPLE**3 * (1 + f), config.kernel_in)
+        self.tail = periodic_conv(c, UPSAMPLE**3 * (1 + f), config.kernel_in)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
@@ -419,7 +253,7 @@ class SADResidual(_SADCorrection):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         c, k1, k2, norm = config.channels, config.kernel_in, config.kernel, config.norm
-        self.head = nn.Sequential(_conv(config.input_channels, c, k1), nn.PReLU())
+        self.head = nn.Sequential(periodic_conv(config.input_channels, c, k1), nn.PReLU())
         self.blocks = nn.Sequential(*(ResidualBlock(c, k2, norm) for _ in range(config.blocks)))
         self._make_output(c)
 
@@ -445,7 +279,7 @@ class SADUNet(_SADCorrection):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         widths = (config.channels,) + tuple(config.widths)
-        self.head = nn.Sequential(_conv(config.input_channels, widths[0], config.kernel_in),
+        self.head = nn.Sequential(periodic_conv(config.input_channels, widths[0], config.kernel_in),
                                   nn.PReLU())
         self.enc = nn.ModuleList(_level(w, config) for w in widths[:-1])
         self.down = nn.ModuleList(
@@ -493,120 +327,3 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
 # model files
 
 
-def _versions() -> dict:
-    from rhosr._version import __version__
-
-    return {
-        "rhosr": __version__,
-        "torch": str(torch.__version__),
-        "python": platform.python_version(),
-        "format_version": MODEL_FORMAT_VERSION,
-    }
-
-
-def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically (temp file + ``os.replace``).
-
-    The file is ``torch.save`` of ``{"format": "rhosr-model", "config":
-    asdict(config), "state_dict": ..., "extra": extra, "versions": ...}``;
-    ``extra`` must be JSON-able (it is stored as its JSON round trip).
-    """
-    if not isinstance(getattr(model, "config", None), ModelConfig):
-        raise ValueError("model has no ModelConfig; build it with rhosr.nn.model.build")
-    try:
-        extra = json.loads(json.dumps({} if extra is None else extra, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"extra must be JSON-able: {exc}") from exc
-    if not isinstance(extra, dict):
-        raise ValueError("extra must be a dict")
-    record = {
-        "format": MODEL_FORMAT,
-        "config": asdict(model.config),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "extra": extra,
-        "versions": _versions(),
-    }
-    path = Path(path)
-    atomic_torch_save(record, path)
-    return path
-
-
-def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename:
-    a reader (or a kill) never sees a half-written file."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_model_file(path, map_location="cpu") -> dict:
-    """The checked record of a model file, read with the safe (weights-only) loader.
-
-    Raises ValueError if the file is not a rhosr model file, including any
-    file whose pickle references arbitrary code (refused, never executed).
-    """
-    not_ours = f"{path} is not a rhosr model file"
-    try:
-        record = torch.load(path, weights_only=True, map_location=map_location)
-    except OSError:
-        raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError,
-            AttributeError, KeyError, IndexError) as exc:
-        raise ValueError(f"{not_ours} (refused by the weights-only loader: {exc})") from exc
-    if not isinstance(record, dict) or record.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{not_ours} (no format={MODEL_FORMAT!r} entry)")
-    state = record.get("state_dict")
-    if not isinstance(record.get("config"), dict) or not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
-    ):
-        raise ValueError(f"{not_ours} (config or state_dict missing or malformed)")
-    record.setdefault("extra", {})
-    record.setdefault("versions", {})
-    return record
-
-
-#: What QM9 holds: for model files whose training data predate the ``elements`` entry.
-QM9_SEEN = {"elements": ["H", "C", "N", "O", "F"], "charges": [0]}
-
-
-def seen_of(extra) -> dict | None:
-    """``{"elements": [...], "charges": [...]}`` of a model file's training data (its
-    ``extra``), or None when the file does not say.  Files trained on QM9 ids only
-    (``qm9_*``) before the entry existed count as QM9's elements, neutral."""
-    data = (extra or {}).get("training_data") or {}
-    if isinstance(data.get("elements"), list) and isinstance(data.get("charges"), list):
-        return {"elements": [str(e) for e in data["elements"]],
-                "charges": sorted(int(c) for c in data["charges"])}
-    ids = data.get("ids") or data.get("id_range") or []
-    if ids and all(str(i).startswith("qm9_") for i in ids):
-        return {k: list(v) for k, v in QM9_SEEN.items()}
-    return None
-
-
-def merge_seen(*seen) -> dict | None:
-    """The union of several :func:`seen_of` results (None if any is unknown)."""
-    if any(s is None for s in seen):
-        return None
-    from rhosr.core.elements import atomic_number
-
-    elements = sorted({e for s in seen for e in s["elements"]}, key=atomic_number)
-    return {"elements": elements, "charges": sorted({int(c) for s in seen for c in s["charges"]})}
-
-
-def load_model(path, map_location="cpu") -> DensityNet:
-    """Rebuild a network from a file written by :func:`save_model`, in eval mode.
-
-    The state dict is loaded strictly; use :func:`read_model_file` for
-    ``extra`` and ``versions``.  ``model.seen`` is :func:`seen_of` the file.
-    """
-    record = read_model_file(path, map_location=map_location)
-    model = build(record["config"])
-    try:
-        model.load_state_dict(record["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not match the stored config: {exc}") from exc
-    if isinstance(map_location, (str, torch.device)):
-        model = model.to(map_location)
-    model.seen = seen_of(record["extra"])  # elements and charges of its training data
-    return model.eval()

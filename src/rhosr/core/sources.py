@@ -1,0 +1,150 @@
+"""Structures in: files (ASE), smiles: (RDKit), qm9: (qm9pack) -> Molecule."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from rhosr.core.molecule import (
+    DEFAULT_MAX_VOXELS,
+    Molecule,
+    check_elements,
+    default_spin,
+    from_atoms,
+    validate,
+)
+from rhosr.core.qm9 import from_qm9
+from rhosr.core.units import ANGSTROM_TO_BOHR
+from rhosr.errors import InputError
+
+
+def load_molecules(
+    spec: str,
+    charge: int | None = None,
+    spin: int | None = None,
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
+    on_missing=None,
+) -> list[Molecule]:
+    """All molecules named by one structure argument, validated.
+
+    Parameters
+    ----------
+    spec : str
+        File path, ``smiles:...``, ``qm9:N`` or ``qm9:A-B``.
+    charge, spin : int or None
+        Override the charge (default 0, or the file's) and 2S (default: the
+        lowest consistent with the electron count).
+    max_voxels : int or None
+        Refuse boxes whose fine mesh has more points.
+    on_missing : callable or None
+        For QM9 ranges: called with each index that qm9pack lacks; when None
+        a missing index in a range is skipped silently, and a single missing
+        index is an error.
+    """
+    spec = str(spec)
+    if spec.startswith("smiles:"):
+        mols = [from_smiles(spec[len("smiles:"):])]
+    elif spec.startswith("qm9:"):
+        mols = list(from_qm9(spec[len("qm9:"):], on_missing=on_missing))
+    else:
+        mols = from_file(spec)
+    out = []
+    for mol in mols:
+        check_elements(mol)
+        q = mol.charge if charge is None else int(charge)
+        if spin is not None:
+            s = int(spin)
+        elif charge is None and mol.spin:
+            s = mol.spin  # e.g. radicals written in a SMILES string
+        else:
+            s = default_spin(mol.symbols, q)
+        out.append(validate(replace(mol, charge=q, spin=s), max_voxels))
+    return out
+
+
+def load_molecule(spec: str, **kwargs) -> Molecule:
+    """The single molecule named by ``spec`` (first frame of a multi-frame file)."""
+    mols = load_molecules(spec, **kwargs)
+    return mols[0]
+
+
+def from_file(path: str) -> list[Molecule]:
+    """Every frame of a structure file that ASE can read."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file (give a structure file, smiles:<SMILES> or qm9:<index>)")
+    if p.is_dir():
+        raise InputError(f"{path}: is a directory, not a structure file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    import warnings
+
+    import ase.io
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frames = ase.io.read(str(p), index=":")
+    except Exception as err:  # ASE raises many types for malformed files
+        msg = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, KeyError) and len(msg) < 12:
+            msg = f"unknown element symbol {msg}"
+        raise InputError(f"{path}: cannot read structure ({msg[:200]})") from None
+    if not isinstance(frames, list):
+        frames = [frames]
+    if not frames or all(len(a) == 0 for a in frames):
+        raise InputError(f"{path}: no atoms in file")
+    stem = _safe_id(p.stem)
+    mols, ids = [], set()
+    for k, atoms in enumerate(frames):
+        mol_id = stem if len(frames) == 1 else f"{stem}_f{k}"
+        if str(atoms.info.get("id", "")).strip():
+            mol_id = _safe_id(str(atoms.info["id"]).strip())
+            if mol_id in ids:
+                raise InputError(f"{path}: frame {k}: id {mol_id} appears twice")
+        ids.add(mol_id)
+        charge = int(round(float(atoms.info.get("charge", 0) or 0)))
+        mols.append(from_atoms(atoms, mol_id, str(p), charge=charge))
+    return mols
+
+
+def _safe_id(text: str) -> str:
+    return "".join(c if (c.isalnum() or c in "-_.") else "_" for c in text) or "molecule"
+
+
+def smiles_id(smiles: str) -> str:
+    return "smiles_" + hashlib.sha1(smiles.encode()).hexdigest()[:10]
+
+
+def from_smiles(smiles: str, seed: int = 42) -> Molecule:
+    """3D geometry of a SMILES string: RDKit ETKDG embedding, MMFF relaxation."""
+    smiles = smiles.strip()
+    if not smiles:
+        raise InputError("smiles: empty SMILES string")
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import AllChem
+
+    RDLogger.DisableLog("rdApp.*")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise InputError(f"smiles:{smiles}: invalid SMILES")
+    charge = int(Chem.GetFormalCharge(mol))
+    mol = Chem.AddHs(mol)
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        params.useRandomCoords = True
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise InputError(f"smiles:{smiles}: RDKit could not embed a 3D geometry")
+    if AllChem.MMFFHasAllMoleculeParams(mol):
+        AllChem.MMFFOptimizeMolecule(mol, maxIters=2000)
+    else:
+        AllChem.UFFOptimizeMolecule(mol, maxIters=2000)
+    conf = mol.GetConformer()
+    pos = np.array(conf.GetPositions(), dtype=float) * ANGSTROM_TO_BOHR
+    symbols = tuple(a.GetSymbol() for a in mol.GetAtoms())
+    nrad = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+    return Molecule(smiles_id(smiles), symbols, pos, charge, int(nrad), f"smiles:{smiles}")
