@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.core.density import nmae  # noqa: E402
 from rhosr.core.splits import split_ids  # noqa: E402
-from rhosr.inference.evaluate import record_sad  # noqa: E402
+from rhosr.inference.evaluate import record_features  # noqa: E402
 from rhosr.inference.predict import predict_arrays, resolve_model  # noqa: E402
 from rhosr.labels.store import Store  # noqa: E402
+from rhosr.nn.inputs import model_inputs  # noqa: E402
 
 
 def spearman(a, b) -> float:
@@ -54,7 +55,8 @@ def main(argv=None) -> None:
     for mol_id in ids:
         rec = store.read(mol_id)
         grid = rec.grid
-        sad_c, sad_f = record_sad(rec)
+        feats = record_features(rec, model_inputs(net))
+        sad_c, sad_f = feats.coarse, feats.sad_fine
         t0 = time.perf_counter()
         plain, _ = predict_arrays(net, sad_c, sad_f, rec.nelectron, grid.dv)
         t_plain = time.perf_counter() - t0

@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from rhosr.nn.config import PRESETS  # noqa: E402
 from rhosr.nn.modelfile import read_model_file, save_model
-from rhosr.nn.nets import PRESETS, build, count_parameters  # noqa: E402
+from rhosr.nn.nets import build, count_parameters  # noqa: E402
 
 
 def widen(model, channels: int, seed: int = 0):

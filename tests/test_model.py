@@ -6,19 +6,10 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from rhosr.nn.config import DEFAULT_PRESET, PRESETS, TRAIN_PRESET, ModelConfig, make_config
 from rhosr.nn.layers import normalize, pixel_shuffle_3d, pixel_unshuffle_3d
 from rhosr.nn.modelfile import load_model, read_model_file, save_model
-from rhosr.nn.nets import (
-    DEFAULT_PRESET,
-    PRESETS,
-    TRAIN_PRESET,
-    ModelConfig,
-    build,
-    count_parameters,
-    is_local,
-    make_config,
-    receptive_field,
-)
+from rhosr.nn.nets import build, count_parameters, is_local, receptive_field
 
 FAST = ["tiny", "tiny-paper"]
 

@@ -12,15 +12,8 @@ from rhosr.core.molecule import Molecule
 from rhosr.core.sources import load_molecule
 from rhosr.core.symmetry import CUBE_SYMMETRIES, apply_symmetry, transform_positions
 from rhosr.core.units import BOHR
-from rhosr.inference.predict import (
-    _net_fn,
-    max_relative_difference,
-    predict,
-    predict_molecule,
-    resolve_model,
-    symmetrized_apply,
-    tiled_apply,
-)
+from rhosr.inference.predict import max_relative_difference, net_fn, predict, predict_molecule, resolve_model
+from rhosr.inference.tiling import symmetrized_apply, tiled_apply
 from rhosr.nn.modelfile import save_model
 from rhosr.nn.nets import build
 
@@ -151,7 +144,7 @@ def test_tiled_equals_whole_box(files):
     # any callable, ragged tiles, halo wider than the tile
     rng = np.random.default_rng(1)
     c, f = rng.random((9, 10, 11)), rng.random((18, 20, 22))
-    fn = _net_fn(net, "cpu")
+    fn = net_fn(net, "cpu")
     ref = fn(c, f)
     assert max_relative_difference(tiled_apply(fn, c, f, net.receptive_field, 4), ref) <= 1e-5
 
@@ -170,7 +163,7 @@ def test_non_local_model_is_not_tiled():
 
 def test_symmetrized_is_equivariant():
     net = _perturbed()
-    fn = _net_fn(net, "cpu")
+    fn = net_fn(net, "cpu")
     rng = np.random.default_rng(3)
     c, f = rng.random((6, 7, 8)), rng.random((12, 14, 16))
     mean, spread = symmetrized_apply(fn, c, f)

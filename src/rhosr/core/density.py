@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rhosr.core.elements import atomic_number, valence_charge
 from rhosr.core.grid import Grid
 from rhosr.core.units import BOHR
 
@@ -106,8 +107,6 @@ def format_of(path, fmt: str | None = None) -> str:
 
 
 def _write_cube(path: Path, d: Density) -> None:
-    from rhosr.core.elements import atomic_number, valence_charge
-
     nx, ny, nz = d.grid.mesh
     spacing = d.grid.spacing
     comment = d.meta.get("comment", "rhosr valence electron density (e/bohr^3), periodic mesh, spacing L/n")

@@ -34,9 +34,11 @@ import numpy as np
 
 from rhosr.core.elements import standard_symbol, unsupported_reason, valence_charge
 from rhosr.core.grid import Grid
-from rhosr.nn.config import ELEMENT_CHANNELS, INPUTS
 
 VARIANTS = ("paper", "worsened")
+
+#: Elements with a channel of their own in :func:`element_parts` (the rest share one).
+ELEMENT_CHANNELS = ("H", "C", "N", "O", "F")
 
 __all__ = ["VARIANTS", "sad_density", "radial_table", "cutoff_radius",
            "projected_electrons", "table_elements"]
@@ -423,15 +425,3 @@ def element_parts(symbols, positions_bohr, grid: Grid, variant: str = "paper",
         out[k] = sad_density([symbols[i] for i in members], pos[members], grid,
                              variant=variant, dtype=dtype)
     return out
-
-
-def network_input(inputs: str, sad_coarse, symbols, positions_bohr, coarse: Grid,
-                  variant: str = "paper") -> np.ndarray:
-    """What a network of ``ModelConfig.inputs`` reads on the coarse mesh: ``sad_coarse``
-    itself for "sad", else ``(7, *mesh)``: the SAD and :func:`element_parts`."""
-    if inputs not in INPUTS:
-        raise ValueError(f"unknown network input {inputs!r}; expected one of {INPUTS}")
-    if inputs == "sad":
-        return sad_coarse
-    parts = element_parts(symbols, positions_bohr, coarse, variant, np.float32)
-    return np.concatenate([np.asarray(sad_coarse, dtype=np.float32)[None], parts])

@@ -15,55 +15,40 @@ import numpy as np
 import torch
 
 from rhosr.core.density import nmae
-from rhosr.core.grid import UPSAMPLE
-from rhosr.core.sad import network_input, sad_density
-from rhosr.core.splits import split_ids
+from rhosr.core.splits import group_of_id, split_ids
 from rhosr.errors import InputError
+from rhosr.inference.predict import predict_arrays
+from rhosr.labels.bank import open_labels
+from rhosr.nn.device import resolve_device
+from rhosr.nn.inputs import Features, ModelInputs, features, model_inputs
+from rhosr.nn.modelfile import load_model
 
 
-def _load(model_or_path, device):
-    from rhosr.nn.modelfile import read_model_file
-    from rhosr.nn.nets import DensityNet, build
-
-    if isinstance(model_or_path, DensityNet):
-        return model_or_path.to(device).eval(), {}, None
+def load_for_evaluation(model_or_path, device):
+    """``(network, extra of its file, path or None)`` from a model file or a network."""
+    if isinstance(model_or_path, torch.nn.Module):
+        return model_or_path.to(device).eval(), dict(getattr(model_or_path, "extra", None) or {}), None
     try:
-        record = read_model_file(model_or_path, map_location="cpu")
-        model = build(record["config"])
-        model.load_state_dict(record["state_dict"], strict=True)
+        net = load_model(model_or_path, map_location="cpu")
     except (OSError, ValueError, RuntimeError) as exc:
         raise InputError(f"--model {model_or_path}: {exc}") from None
-    return model.to(device).eval(), record.get("extra", {}), str(model_or_path)
+    return net.to(device).eval(), net.extra, str(model_or_path)
 
 
-def record_sad(record, sad_variant: str = "paper"):
-    """(coarse SAD, fine SAD) of a store record, float32 numpy: the network's
-    inputs.  The coarse mesh is every UPSAMPLE-th fine point (same origin)."""
-    sad_f = sad_density(record.symbols, record.positions, record.grid, charge=record.charge,
-                        variant=sad_variant).astype(np.float32)
-    sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])
-    return sad_c, sad_f
+def record_features(record, spec: ModelInputs | None = None) -> Features:
+    """The network input of a store record (:func:`rhosr.nn.inputs.features`), with the
+    fine SAD (the baseline every evaluation reports)."""
+    return features(record.symbols, record.positions, record.grid, record.charge,
+                    spec or ModelInputs(), with_fine=True)
 
 
-@torch.no_grad()
-def predict_record(model, record, device, normalize: bool = True, sad_variant: str = "paper",
-                   amp: bool = False):
-    """(prediction, fine SAD) of one store record on its fine mesh, float32 numpy."""
-    grid = record.grid
-    sad_c, sad_f = record_sad(record, sad_variant)
-    inputs = getattr(getattr(model, "config", None), "inputs", "sad")
-    sad_c = network_input(inputs, sad_c, record.symbols, record.positions, grid.coarsen(),
-                          sad_variant)
-    sc = torch.from_numpy(sad_c).to(device)
-    sc = sc[None, None] if sc.dim() == 3 else sc[None]
-    sf = torch.from_numpy(sad_f)[None, None].to(device)
-    n_e = dv = None
-    if normalize:
-        n_e = torch.tensor([float(record.nelectron)], dtype=torch.float64, device=device)
-        dv = torch.tensor([grid.dv], dtype=torch.float64, device=device)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        pred = model(sc, sf, n_e, dv)
-    return pred.float()[0, 0].cpu().numpy(), sad_f
+def predict_record(net, record, device, spec: ModelInputs | None = None):
+    """(prediction float64, fine SAD float32) of one store record on its fine mesh: the
+    input and the inference path of ``rhosr predict`` (:func:`rhosr.inference.predict.predict_arrays`)."""
+    feats = record_features(record, model_inputs(net) if spec is None else spec)
+    rho, _ = predict_arrays(net, feats.coarse, feats.sad_fine, record.nelectron, record.grid.dv,
+                            device=device)
+    return rho, feats.sad_fine
 
 
 def evaluate(model_path_or_model, store, split: str = "val", device="auto",
@@ -87,12 +72,10 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
     median_nmae_percent, max_nmae_percent, mean_sad_nmae_percent}, and
     ``model``, ``store``, ``split``, ``device``.
     """
-    from rhosr.training.loop import _open_store, resolve_device
-
     dev = resolve_device(device)
-    amp = dev.type == "cuda"
-    model, extra, model_path = _load(model_path_or_model, dev)
-    store = _open_store(store)
+    model, extra, model_path = load_for_evaluation(model_path_or_model, dev)
+    spec = model_inputs(model)
+    store = open_labels(store)
     if val_fraction is None:
         val_fraction = (extra.get("training_data") or {}).get("val_fraction", 0.1)
     chosen = list(ids) if ids is not None else split_ids(store.ids(), split, val_fraction)
@@ -101,8 +84,6 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
                          + (" (only QM9 ids and ids like S-test-003 have a test split; "
                             "use --split all)"
                             if split == "test" else ""))
-    normalize = bool(extra.get("normalize", True))
-    sad_variant = extra.get("sad_variant", "paper")
     rows = []
     it = chosen
     if progress:
@@ -112,7 +93,7 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
     for mol_id in it:
         rec = store.read(mol_id)
         t0 = time.perf_counter()
-        pred, sad_f = predict_record(model, rec, dev, normalize, sad_variant, amp)
+        pred, sad_f = predict_record(model, rec, dev, spec)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
@@ -146,8 +127,6 @@ def group_summary(rows) -> dict:
     """{group: {n, mean_nmae_percent, mean_sad_nmae_percent}} of evaluated molecules by
     :func:`rhosr.core.splits.group_of_id` ('qm9', 'S', 'anion', ...; 'other' for the rest),
     in order of first appearance."""
-    from rhosr.core.splits import group_of_id
-
     groups: dict[str, list] = {}
     for r in rows:
         groups.setdefault(group_of_id(r["id"]) or "other", []).append(r)

@@ -36,8 +36,11 @@ from typing import Iterator
 
 import numpy as np
 
+from rhosr._version import __version__
 from rhosr.core.files import atomic_path
+from rhosr.core.units import BOHR
 from rhosr.errors import BankError
+from rhosr.labels.orbitals import cache_path
 from rhosr.labels.store import (
     META_NAME,
     Record,
@@ -193,8 +196,6 @@ class Bank(_Listing):
     def create(path, level_of_theory: dict, note: str = "") -> "Bank":
         """A new, empty bank whose records must match ``level_of_theory``; the folder
         may already hold other files (a datasheet, the structures labelled)."""
-        from rhosr._version import __version__
-
         path = Path(path)
         if (path / BANK_META).exists():
             raise BankError(f"{path}: a bank already exists here")
@@ -438,8 +439,6 @@ def read_label_file(path, level_of_theory: dict) -> Record:
     ``xyz_ang``, ``box_ang``, ``mesh``, ``charge``, ``spin``, ``energy``,
     ``converged``, ``cycles``, ``seconds``, ``mo_occ``, ``mo_coeff``) as a record
     of the given level of theory."""
-    from rhosr.core.units import BOHR
-
     try:
         with np.load(path, allow_pickle=False) as d:
             f = {k: d[k] for k in d.files}
@@ -505,8 +504,6 @@ def expand(bank, ids=None, workers: int = 1, progress: bool = True) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
-
-    from rhosr.labels.orbitals import cache_path
 
     bank = bank if isinstance(bank, Bank) else Bank(bank)
     ids = bank.ids() if ids is None else list(ids)

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rhosr.core.elements import LABEL_BASIS, PSEUDOPOTENTIAL, supported_elements
+from rhosr.core.files import atomic_path
 from rhosr.core.grid import Grid
 
 #: Default bound on the value of a neglected Gaussian term (× orbital
@@ -76,8 +78,6 @@ def build_basis_arrays() -> dict:
     """The arrays of the shipped basis table, from the installed PySCF (see the build script)."""
     from pyscf import gto as mol_gto
     from pyscf.pbc import gto
-
-    from rhosr.core.elements import LABEL_BASIS, PSEUDOPOTENTIAL, supported_elements
 
     arrays, lmax = {}, 0
     symbols = supported_elements()
@@ -219,8 +219,6 @@ def density_from_record(rec, cache: bool = True) -> np.ndarray:
 
 
 def _save_cached(path: Path, rho: np.ndarray) -> None:
-    from rhosr.core.files import atomic_path
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:

@@ -35,9 +35,12 @@ from typing import Iterator
 
 import numpy as np
 
+from rhosr._version import __version__
 from rhosr.core.files import atomic_path
 from rhosr.core.grid import Grid
+from rhosr.core.molecule import valence_electrons
 from rhosr.errors import StoreError
+from rhosr.labels.orbitals import density_from_record
 
 FORMAT = "rhosr-store"
 FORMAT_VERSION = 1
@@ -46,8 +49,6 @@ _CHUNK = 32
 
 
 def _version() -> str:
-    from rhosr._version import __version__
-
     return __version__
 
 
@@ -99,8 +100,6 @@ class Record:
 
     @property
     def nelectron(self) -> int:
-        from rhosr.core.molecule import valence_electrons
-
         return valence_electrons(self.symbols) - int(self.charge)
 
 
@@ -323,8 +322,6 @@ def record_from_attrs(a: dict, **arrays) -> Record:
 
 def attach_density(rec: Record) -> Record:
     """Fill ``rec.rho_dft`` from its orbitals (cached evaluation); returns ``rec``."""
-    from rhosr.labels.orbitals import density_from_record
-
     if not rec.has_orbitals:
         raise StoreError(f"{rec.id}: record has neither a density nor orbitals")
     rec.rho_dft = density_from_record(rec)

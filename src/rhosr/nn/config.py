@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
+from rhosr.core.sad import ELEMENT_CHANNELS
+from rhosr.nn.inputs import INPUTS
+
 ARCHS = ("srresnet", "sad-residual", "sad-unet")
 NORMS = ("none", "instance")
 INPUT_TRANSFORMS = ("none", "sqrt")
-#: Network input: the SAD alone, or the SAD and its per-element parts (channels of
-#: :data:`ELEMENT_CHANNELS`, the rest of the elements in one more channel).
-INPUTS = ("sad", "sad+elements")
-ELEMENT_CHANNELS = ("H", "C", "N", "O", "F")
 #: Allowed ``output`` per architecture.  For ``srresnet`` the activation acts
 #: on the network output y; for ``sad-residual`` on base + corr with base =
 #: sqrt(sad_fine) for "square" and sad_fine for "relu".

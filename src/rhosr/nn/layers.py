@@ -7,19 +7,6 @@ import torch
 from torch import nn
 
 from rhosr.core.grid import UPSAMPLE
-from rhosr.nn.config import (  # noqa: E402,F401 -- the configuration, re-exported
-    ARCHS,
-    DEFAULT_PRESET,
-    ELEMENT_CHANNELS,
-    INPUT_TRANSFORMS,
-    INPUTS,
-    NORMS,
-    OUTPUTS,
-    PRESETS,
-    TRAIN_PRESET,
-    ModelConfig,
-    make_config,
-)
 
 
 def pixel_shuffle_3d(x: torch.Tensor, factor: int = UPSAMPLE) -> torch.Tensor:

@@ -12,20 +12,10 @@ from pathlib import Path
 
 import torch
 
+from rhosr._version import __version__
+from rhosr.core.elements import atomic_number
 from rhosr.core.files import atomic_path
-from rhosr.nn.config import (  # noqa: E402,F401 -- the configuration, re-exported
-    ARCHS,
-    DEFAULT_PRESET,
-    ELEMENT_CHANNELS,
-    INPUT_TRANSFORMS,
-    INPUTS,
-    NORMS,
-    OUTPUTS,
-    PRESETS,
-    TRAIN_PRESET,
-    ModelConfig,
-    make_config,
-)
+from rhosr.nn.config import ModelConfig
 from rhosr.nn.nets import DensityNet, build
 
 #: What QM9 holds: for model files whose training data predate the ``elements`` entry.
@@ -40,8 +30,6 @@ MODEL_FORMAT_VERSION = 1
 
 
 def versions() -> dict:
-    from rhosr._version import __version__
-
     return {
         "rhosr": __version__,
         "torch": str(torch.__version__),
@@ -130,8 +118,6 @@ def merge_seen(*seen) -> dict | None:
     """The union of several :func:`seen_of` results (None if any is unknown)."""
     if any(s is None for s in seen):
         return None
-    from rhosr.core.elements import atomic_number
-
     elements = sorted({e for s in seen for e in s["elements"]}, key=atomic_number)
     return {"elements": elements, "charges": sorted({int(c) for s in seen for c in s["charges"]})}
 
@@ -140,7 +126,7 @@ def load_model(path, map_location="cpu") -> DensityNet:
     """Rebuild a network from a file written by :func:`save_model`, in eval mode.
 
     The state dict is loaded strictly; use :func:`read_model_file` for
-    ``extra`` and ``versions``.  ``model.seen`` is :func:`seen_of` the file.
+    ``versions``.  ``model.seen`` is :func:`seen_of` the file, ``model.extra`` its ``extra``.
     """
     record = read_model_file(path, map_location=map_location)
     model = build(record["config"])
@@ -151,6 +137,7 @@ def load_model(path, map_location="cpu") -> DensityNet:
     if isinstance(map_location, (str, torch.device)):
         model = model.to(map_location)
     model.seen = seen_of(record["extra"])  # elements and charges of its training data
+    model.extra = dict(record["extra"])  # e.g. its sad_variant: rhosr.nn.inputs.model_inputs
     return model.eval()
 
 

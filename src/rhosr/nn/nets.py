@@ -69,21 +69,9 @@ import torch
 from torch import nn
 
 from rhosr.core.grid import UPSAMPLE
+from rhosr.nn.config import DEFAULT_PRESET, ModelConfig, make_config
 
 #: Fine mesh points per coarse mesh point, per axis (as in :mod:`rhosr.core.grid`).
-from rhosr.nn.config import (  # noqa: E402,F401 -- the configuration, re-exported
-    ARCHS,
-    DEFAULT_PRESET,
-    ELEMENT_CHANNELS,
-    INPUT_TRANSFORMS,
-    INPUTS,
-    NORMS,
-    OUTPUTS,
-    PRESETS,
-    TRAIN_PRESET,
-    ModelConfig,
-    make_config,
-)
 from rhosr.nn.layers import (
     PeriodicConv3d,
     PixelShuffle3d,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from rhosr.core.grid import UPSAMPLE
-from rhosr.core.sad import sad_density
+from rhosr.nn.inputs import ModelInputs, features
 from rhosr.core.symmetry import IDENTITY, apply_shift, apply_symmetry, periodic_window, random_augmentation
 
 # --------------------------------------------------------------------------
@@ -82,8 +82,9 @@ class DensityDataset(torch.utils.data.Dataset):
         Passed to :func:`rhosr.core.sad.sad_density`.
     inputs : str
         The network's input (``ModelConfig.inputs``): "sad", or "sad+elements", for
-        which ``sad_coarse`` has 7 channels (:func:`rhosr.core.sad.network_input`, evaluated
-        per sample on the coarse mesh and transformed like the SAD).
+        which ``sad_coarse`` has 7 channels (:func:`rhosr.nn.inputs.features`, the one
+        featurizer of training, evaluation and prediction; cached per molecule and
+        transformed like the fine arrays).
     """
 
     def __init__(self, store, ids=None, augment: bool = False, seed: int = 0, cache=True,
@@ -121,8 +122,9 @@ class DensityDataset(torch.utils.data.Dataset):
     # ---- raw arrays
 
     def arrays(self, index: int) -> dict:
-        """Un-augmented numpy arrays of item ``index``: sad_fine, target (float32),
-        n_electrons, dv_fine, grid (fine), id, symbols, positions, charge."""
+        """Un-augmented numpy arrays of item ``index``: coarse (C, X, Y, Z) network input
+        and sad_fine (:func:`rhosr.nn.inputs.features`), target (float32), n_electrons,
+        dv_fine, grid (fine), id, symbols, positions, charge."""
         mol_id = self.ids[index]
         hit = self._cache.get(mol_id)
         if hit is not None and (self.cache != "all" or "target" in hit):
@@ -134,15 +136,15 @@ class DensityDataset(torch.utils.data.Dataset):
         grid = rec.grid
         if any(n % UPSAMPLE for n in grid.mesh):
             raise ValueError(f"{mol_id}: fine mesh {grid.mesh} is not divisible by {UPSAMPLE}")
-        sad = sad_density(rec.symbols, rec.positions, grid, charge=rec.charge,
-                          variant=self.sad_variant).astype(np.float32)
+        feats = features(rec.symbols, rec.positions, grid, rec.charge,
+                         ModelInputs(self.inputs, self.sad_variant), with_fine=True)
         out = {
-            "id": mol_id, "grid": grid, "sad_fine": sad,
+            "id": mol_id, "grid": grid, "coarse": feats.coarse, "sad_fine": feats.sad_fine,
             "n_electrons": float(rec.nelectron), "dv_fine": grid.dv,
             "symbols": tuple(rec.symbols), "positions": np.asarray(rec.positions),
             "charge": int(rec.charge),
         }
-        nbytes = sad.nbytes * (2 if self.cache == "all" else 1)
+        nbytes = feats.coarse.nbytes + feats.sad_fine.nbytes * (2 if self.cache == "all" else 1)
         if self.cache and self._cached_bytes + nbytes <= self.cache_bytes:
             keep = dict(out)
             if self.cache == "all":
@@ -159,12 +161,14 @@ class DensityDataset(torch.utils.data.Dataset):
         """Item ``index`` transformed by cube symmetry ``op``, then the coarse
         ``shift`` (after ``op``), then cropped at ``crop_start`` (coarse
         index of the crop's interior on the transformed mesh; needs ``crop``).
-        ``arrays``: the item's :meth:`arrays` if already at hand."""
+        ``arrays``: the item's :meth:`arrays` if already at hand.  The coarse input
+        and the fine arrays move together (coarse point i is fine point 2i)."""
         a = self.arrays(index) if arrays is None else arrays
-        sad_f, target = a["sad_fine"], a["target"]
+        coarse, sad_f, target = a["coarse"], a["sad_fine"], a["target"]
         if op != IDENTITY:
-            sad_f, target = apply_symmetry(sad_f, op), apply_symmetry(target, op)
+            coarse, sad_f, target = (apply_symmetry(v, op) for v in (coarse, sad_f, target))
         if any(shift):
+            coarse = apply_shift(coarse, shift, 1)
             sad_f = apply_shift(sad_f, shift, UPSAMPLE)
             target = apply_shift(target, shift, UPSAMPLE)
         fine_mesh = sad_f.shape
@@ -175,38 +179,19 @@ class DensityDataset(torch.utils.data.Dataset):
             start, size, interior = self.crop_window(coarse_mesh, crop_start)
             if any(sz != n for sz, n in zip(size, coarse_mesh)):
                 whole = False
+                coarse = periodic_window(coarse, start, size, 1)
                 sad_f = periodic_window(sad_f, start, size, UPSAMPLE)
                 target = periodic_window(target, start, size, UPSAMPLE)
-        sad_f = np.ascontiguousarray(sad_f, dtype=np.float32)
-        target = np.ascontiguousarray(target, dtype=np.float32)
-        sad_c = np.ascontiguousarray(sad_f[::UPSAMPLE, ::UPSAMPLE, ::UPSAMPLE])[None]
-        if self.inputs != "sad":
-            parts = self._element_parts(a, op, shift, None if whole else (start, size))
-            sad_c = np.ascontiguousarray(np.concatenate([sad_c, parts]))
         return {
-            "sad_coarse": torch.from_numpy(sad_c),
-            "sad_fine": torch.from_numpy(sad_f)[None],
-            "target": torch.from_numpy(target)[None],
+            "sad_coarse": torch.from_numpy(np.ascontiguousarray(coarse, dtype=np.float32)),
+            "sad_fine": torch.from_numpy(np.ascontiguousarray(sad_f, dtype=np.float32))[None],
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None],
             "n_electrons": torch.tensor(a["n_electrons"], dtype=torch.float64),
             "dv_fine": torch.tensor(a["dv_fine"], dtype=torch.float64),
             "interior": torch.from_numpy(interior),
             "whole": whole,
             "id": a["id"],
         }
-
-    def _element_parts(self, a, op, shift, window):
-        """The element channels of item arrays ``a`` on the coarse mesh, transformed by
-        ``op`` and ``shift`` and cut to ``window`` (start, size) as the SAD is."""
-        from rhosr.core.sad import element_parts
-
-        parts = element_parts(a["symbols"], a["positions"], a["grid"].coarsen(), self.sad_variant)
-        if op != IDENTITY:
-            parts = apply_symmetry(parts, op)
-        if any(shift):
-            parts = apply_shift(parts, shift, 1)
-        if window is not None:
-            parts = periodic_window(parts, window[0], window[1], 1)
-        return parts
 
     def crop_window(self, coarse_mesh, crop_start=None, rng=None):
         """``(start, size, interior)`` of a crop: window start and size in

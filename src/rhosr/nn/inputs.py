@@ -1,0 +1,105 @@
+"""The one featurizer: what a network reads for a molecule, on every path.
+
+Training (:class:`rhosr.training.data.DensityDataset`), evaluation
+(:mod:`rhosr.inference.evaluate`) and prediction (:mod:`rhosr.inference.predict`) all
+call :func:`features`, so a model sees the same input wherever it runs:
+
+- the SAD of the model's ``sad_variant`` (recorded in its file, :func:`model_inputs`),
+  normalised to the valence electrons minus the charge, computed in float32 on the
+  coarse mesh (the network input) and on the fine mesh (read by the SAD-correcting
+  networks, which predict a correction to it);
+- for ``ModelConfig.inputs == "sad+elements"``, six more coarse channels: the SAD of
+  the H, C, N, O, F atoms and of all other atoms (:func:`rhosr.core.sad.element_parts`).
+
+The fine mesh is the coarse one refined ``UPSAMPLE`` times per axis (same origin), so
+coarse point ``i`` is fine point ``2i``; the cube symmetries and coarse shifts of
+:mod:`rhosr.core.symmetry` keep that pairing when applied to both arrays.
+
+The network's output is normalised to the same electron count: inside the network
+while training (:func:`rhosr.nn.layers.normalize`, differentiable), and once over the
+assembled box by :func:`normalize_density` when predicting (tiles are normalised
+together).  Both scale the non-negative output by ``n_electrons / (sum * dv)``.
+
+NumPy only: importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rhosr.core.grid import UPSAMPLE, Grid
+from rhosr.core.sad import VARIANTS, element_parts, sad_density
+
+#: What a network can read besides the SAD (``ModelConfig.inputs``).
+INPUTS = ("sad", "sad+elements")
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model file says about its input: ``inputs`` (``ModelConfig.inputs``),
+    the SAD ``sad_variant`` it was trained on, and whether it reads the fine SAD."""
+
+    inputs: str = "sad"
+    sad_variant: str = "paper"
+    uses_sad_fine: bool = True
+
+    def __post_init__(self):
+        if self.inputs not in INPUTS:
+            raise ValueError(f"unknown network input {self.inputs!r}; expected one of {INPUTS}")
+        if self.sad_variant not in VARIANTS:
+            raise ValueError(f"unknown SAD variant {self.sad_variant!r}; expected one of {VARIANTS}")
+
+
+def model_inputs(net) -> ModelInputs:
+    """:class:`ModelInputs` of a network (its config, and the ``extra`` of its file when it
+    was loaded from one: :func:`rhosr.nn.modelfile.load_model` attaches it)."""
+    config = getattr(net, "config", None)
+    extra = getattr(net, "extra", None) or {}
+    return ModelInputs(inputs=getattr(config, "inputs", "sad"),
+                       sad_variant=extra.get("sad_variant", "paper"),
+                       uses_sad_fine=bool(getattr(net, "uses_sad_fine", False)))
+
+
+@dataclass(frozen=True)
+class Features:
+    """A molecule as a network reads it.
+
+    ``coarse``: (C, X, Y, Z) float32, e/bohr³ — channel 0 the SAD, then any element
+    channels; ``sad_fine``: (UX, UY, UZ) float32 SAD on the fine mesh, or None for a
+    network that does not read it."""
+
+    coarse: np.ndarray
+    sad_fine: np.ndarray | None
+
+
+def features(symbols, positions_bohr, fine: Grid, charge: int = 0,
+             spec: ModelInputs | None = None, with_fine: bool | None = None) -> Features:
+    """The network input of a molecule whose fine (label) mesh is ``fine``.
+
+    ``positions_bohr`` in the box frame of ``fine``; ``with_fine`` overrides
+    ``spec.uses_sad_fine`` (training and evaluation always want the fine SAD)."""
+    spec = spec or ModelInputs()
+    if any(n % UPSAMPLE for n in fine.mesh):
+        raise ValueError(f"fine mesh {fine.mesh} is not divisible by {UPSAMPLE}")
+    coarse = fine.coarsen()
+    sad_c = sad_density(symbols, positions_bohr, coarse, charge=charge,
+                        variant=spec.sad_variant, dtype=np.float32)
+    channels = [sad_c[None]]
+    if spec.inputs == "sad+elements":
+        channels.append(element_parts(symbols, positions_bohr, coarse, spec.sad_variant,
+                                      np.float32))
+    x = channels[0] if len(channels) == 1 else np.concatenate(channels)
+    want_fine = spec.uses_sad_fine if with_fine is None else with_fine
+    sad_f = (sad_density(symbols, positions_bohr, fine, charge=charge, variant=spec.sad_variant,
+                         dtype=np.float32) if want_fine else None)
+    return Features(np.ascontiguousarray(x), sad_f)
+
+
+def normalize_density(rho, n_electrons: float, dv_bohr3: float) -> np.ndarray:
+    """The network's output as a density: negative values clipped, then scaled so that
+    ``rho.sum() * dv_bohr3 == n_electrons`` (float64)."""
+    rho = np.clip(np.asarray(rho, dtype=np.float64), 0.0, None)
+    total = float(rho.sum(dtype=np.float64)) * dv_bohr3
+    return rho * (float(n_electrons) / total) if total > 0 else rho
