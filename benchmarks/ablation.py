@@ -1,6 +1,6 @@
 """Ablation of the default network: equal wall-clock budgets, same data, same seed.
 
-Each row trains one variant with :func:`rhosr.training.loop.train` for ``--minutes``
+Each row trains one variant with :func:`rhosr.training.run.train` for ``--minutes``
 on the training molecules of STORE (standard QM9 split) and validates on its
 validation molecules; the table lists the change, parameters, steps reached,
 seconds per step, and the best validation NMAE next to the SAD baseline of the
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.inference.evaluate import evaluate  # noqa: E402
 from rhosr.nn.nets import build, count_parameters  # noqa: E402
-from rhosr.training.loop import train  # noqa: E402
+from rhosr.training.run import train  # noqa: E402
 
 #: name -> (description, model config)
 ROWS = {

@@ -1,6 +1,6 @@
 """Accuracy per CPU-minute: network designs trained under one fixed protocol on the bank.
 
-Every row trains one design from scratch with :func:`rhosr.training.loop.train` on the same
+Every row trains one design from scratch with :func:`rhosr.training.run.train` on the same
 molecules (the bank's training split), validates on the same molecules (its validation
 split), for the same wall-clock minutes (``--minutes``, default 60), with the same seed,
 batch and schedule; then evaluates the row's best checkpoint (chosen on validation) on
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.inference.evaluate import evaluate  # noqa: E402
 from rhosr.nn.nets import build, count_parameters  # noqa: E402
-from rhosr.training.loop import train  # noqa: E402
+from rhosr.training.run import train  # noqa: E402
 
-#: row -> (what it tests, model config, other arguments of rhosr.training.loop.train)
+#: row -> (what it tests, model config, other options of rhosr.training.run.train)
 ROWS = {
     "sr-narrow": ("the design bundled until 2026-12-04, from scratch (baseline)", "sr-narrow", {}),
     "sr-narrow-bf16": ("the same, forward passes in bfloat16 on the CPU (--precision bf16)",

@@ -40,8 +40,8 @@ from rhosr.core.splits import group_of_id, split_of_id  # noqa: E402
 from rhosr.inference.evaluate import evaluate  # noqa: E402
 from rhosr.inference.predict import default_model_path  # noqa: E402
 from rhosr.labels.bank import open_labels  # noqa: E402
-from rhosr.nn.config import DEFAULT_FINETUNE_LR  # noqa: E402
-from rhosr.training.loop import train  # noqa: E402
+from rhosr.training.config import DEFAULT_FINETUNE_LR  # noqa: E402
+from rhosr.training.run import train  # noqa: E402
 
 GROUPS = ("S", "Cl", "P", "Si", "B", "anion", "cation")
 #: (freeze, learning rate) rows of --sweep

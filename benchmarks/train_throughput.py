@@ -1,6 +1,6 @@
 """Training throughput per model preset on a QM9-sized whole box.
 
-For each preset, run the real training loop (:func:`rhosr.training.loop.train`, batch
+For each preset, run the real training loop (:func:`rhosr.training.run.train`, batch
 1, whole periodic box, augmentation on) for a few steps on one molecule whose
 target is its own SAD (a stand-in: the cost does not depend on the values),
 and print molecules/s and fine voxels/s measured in this run.  The first step
@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import rhosr.nn.nets as model_module
+import rhosr.nn.layers as model_module
 from rhosr.core.grid import Grid, box_for
 from rhosr.core.sad import sad_density
 from rhosr.core.sources import load_molecule
 from rhosr.labels.store import Record, Store
+from rhosr.nn.device import resolve_device
 from rhosr.nn.nets import build, count_parameters
-from rhosr.training.loop import resolve_device, train
+from rhosr.training.run import train
 
 PRESETS = ("tiny", "sr", "sr-narrow", "sr-wide", "sr-deep", "unet", "sr-elements", "sr-fine",
            "paper")

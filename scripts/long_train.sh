@@ -7,8 +7,8 @@
 #
 # The run lives in runs/long (not committed). Its state travels in the repository as
 # models/long/resume.pt (a slim checkpoint, ~4 MB: EMA weights, raw weights as a float16
-# difference, schedule position; rhosr.training.loop.slim_checkpoint), models/long/best.pt (the
-# weights with the best validation so far) and models/long/metrics.csv (the whole curve).
+# difference, schedule position; rhosr.training.checkpoint.slim_checkpoint), models/long/best.pt
+# (the weights with the best validation so far) and models/long/metrics.csv (the whole curve).
 # `start` rebuilds runs/long from them when the folder is missing, so a fresh clone
 # continues where the last session stopped; with neither, the run starts from the bundled
 # model.
@@ -76,9 +76,9 @@ start)
     ;;
 save)
     mkdir -p "$STATE"
-    "$PY" -c "from rhosr.training.loop import slim_checkpoint as s; print(s('$RUN/last.pt', '$STATE/resume.pt'), 'bytes')"
+    "$PY" -c "from rhosr.training.checkpoint import slim_checkpoint as s; print(s('$RUN/last.pt', '$STATE/resume.pt'), 'bytes')"
     cp "$RUN/metrics.csv" "$STATE/metrics.csv"
-    [ -f "$RUN/best.pt" ] && "$PY" -c "from rhosr.training.loop import slim_checkpoint as s; s('$RUN/best.pt', '$STATE/best.pt')"
+    [ -f "$RUN/best.pt" ] && "$PY" -c "from rhosr.training.checkpoint import slim_checkpoint as s; s('$RUN/best.pt', '$STATE/best.pt')"
     ls -l "$STATE"
     ;;
 status)

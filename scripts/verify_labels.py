@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rhosr.labels.bank import read_label_file
+from rhosr.labels.readers import read_label_file
 from rhosr.labels.orbitals import density_from_record
 from rhosr.labels.store import Store
 

@@ -11,8 +11,10 @@ from conftest import DATA
 from rhosr.cli.main import main
 from rhosr.dft.scf import level_of_theory
 from rhosr.errors import BankError
-from rhosr.labels.bank import Bank, add_records, open_labels, source_records
+from rhosr.labels.bank import Bank, open_labels
+from rhosr.labels.bankwrite import add_records
 from rhosr.labels.orbitals import density_from_record
+from rhosr.labels.readers import source_records
 
 LABELS = DATA / "labels"  # two training-pool and two test-split QM9 orbital labels
 THEORY = level_of_theory()
@@ -118,13 +120,14 @@ def test_duplicates_and_other_theories_are_refused(tmp_path, labels, capsys):
 
 KILLED_ADD = """
 import os, signal, sys
-import rhosr.labels.bank as bank
+import rhosr.labels.bankwrite as bank
 from rhosr.dft.scf import level_of_theory
+from rhosr.labels.readers import source_records
 def die(path, manifest):
     os.kill(os.getpid(), signal.SIGKILL)  # shards are written, the manifest is not
 bank._write_manifest = die
 theory = level_of_theory()
-bank.add_records(sys.argv[1], bank.source_records(sys.argv[2], theory)[2:], level_of_theory=theory)
+bank.add_records(sys.argv[1], source_records(sys.argv[2], theory)[2:], level_of_theory=theory)
 """
 
 

@@ -148,7 +148,7 @@ def test_element_channels_move_with_the_molecule(tmp_path):
     """inputs='sad+elements': channel 0 is the SAD, then the O and H parts (other
     channels zero); after a symmetry, a shift and a crop they are the parts of the moved
     molecule, cut like the SAD."""
-    from rhosr.core.sad import element_parts
+    from rhosr.nn.inputs import element_parts
 
     st = _synthetic_store(tmp_path / "store", coarse=(20, 7, 20))
     ds = DensityDataset(st, inputs="sad+elements", crop=4, halo=3)

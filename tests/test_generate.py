@@ -11,6 +11,7 @@ import pytest
 
 from rhosr.dft.generate import generate
 from rhosr.errors import InputError
+from rhosr.inference.predict import density_predictor
 from rhosr.labels.store import Store
 
 
@@ -121,7 +122,7 @@ def test_rhosr_guess_gives_the_same_labels(tmp_path):
     """--guess rhosr: the SCF starts from Kohn–Sham steps on the prediction, ends at the same label."""
     plain = generate(["smiles:O", "smiles:[CH3]"], str(tmp_path / "a"), workers=1, progress=False)
     fast = generate(["smiles:O", "smiles:[CH3]"], str(tmp_path / "b"), workers=1,
-                    progress=False, guess="rhosr")
+                    progress=False, guess=density_predictor())
     assert plain.done == fast.done == 2
     a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
     for mol_id in a.ids():
@@ -132,4 +133,6 @@ def test_rhosr_guess_gives_the_same_labels(tmp_path):
         assert rb.level_of_theory["init_guess"].startswith("rhosr" if closed else "minao")
         assert (rb.timings["guess"] > 0) == closed
     with pytest.raises(InputError, match="local workers"):
-        generate(["smiles:O"], str(tmp_path / "c"), scheduler="tcp://nowhere:1", guess="rhosr")
+        generate(["smiles:O"], str(tmp_path / "c"), scheduler="tcp://nowhere:1", guess=lambda m: None)
+    with pytest.raises(InputError, match="predictor"):
+        generate(["smiles:O"], str(tmp_path / "d"), guess="rhosr")

@@ -10,7 +10,8 @@ from pathlib import Path
 from conftest import DATA
 
 from rhosr.dft.scf import level_of_theory
-from rhosr.labels.bank import add_records, source_records
+from rhosr.labels.bankwrite import add_records
+from rhosr.labels.readers import source_records
 from rhosr.nn.modelfile import read_model_file, save_model
 from rhosr.nn.nets import build
 

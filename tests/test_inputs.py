@@ -4,19 +4,19 @@ network is the same array, and a model's SAD variant travels with its file."""
 import numpy as np
 import pytest
 import torch
+from rhosr.training.run import train
 from test_train import make_store
 
 from rhosr.core.density import nmae
 from rhosr.core.grid import box_for
-from rhosr.core.sad import element_parts, sad_density
+from rhosr.core.sad import sad_density
 from rhosr.core.sources import load_molecule
 from rhosr.inference.evaluate import record_features
 from rhosr.inference.predict import predict, predict_molecule
-from rhosr.nn.inputs import ModelInputs, features, model_inputs, normalize_density
+from rhosr.nn.inputs import ModelInputs, element_parts, features, model_inputs, normalize_density
 from rhosr.nn.modelfile import load_model, save_model
 from rhosr.nn.nets import build
 from rhosr.training.data import DensityDataset
-from rhosr.training.run import train
 
 
 @pytest.fixture(scope="module")

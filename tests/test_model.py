@@ -43,10 +43,10 @@ def test_paper_parameter_count():
 
 def test_preset_table():
     assert DEFAULT_PRESET == "sr-narrow"  # the base of configs recorded as dicts: never changes
-    from types import SimpleNamespace
+    from rhosr.training.config import TrainConfig
+    from rhosr.training.run import choose_network
 
-    from rhosr.training.loop import _choose_config
-    config, name, _ = _choose_config(SimpleNamespace(init=None, preset=None), None)
+    config, name, _ = choose_network(TrainConfig(), None)
     assert name == TRAIN_PRESET == "unet" and config == PRESETS["unet"]  # rhosr train, no --preset
     assert count_parameters(build("unet")) == 684_928
     assert abs(count_parameters(build("sr")) - 0.34e6) <= 0.01 * 0.34e6

@@ -8,7 +8,8 @@ from scipy.interpolate import CubicSpline
 
 from rhosr.core.elements import supported_elements, valence_charge
 from rhosr.core.grid import Grid, box_for
-from rhosr.core.sad import VARIANTS, cutoff_radius, projected_electrons, radial_table, sad_density
+from rhosr.core.sad import sad_density
+from rhosr.core.sadatoms import VARIANTS, cutoff_radius, projected_electrons, radial_table
 from rhosr.core.units import ANGSTROM_TO_BOHR
 
 #: Acceptance: NMAE against the published densities (fine mesh).

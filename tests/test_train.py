@@ -20,7 +20,8 @@ from rhosr.inference.evaluate import evaluate
 from rhosr.labels.store import Record, Store
 from rhosr.nn.modelfile import load_model, read_model_file, save_model
 from rhosr.nn.nets import build
-from rhosr.training.loop import HASH_DIR_ENV, read_checkpoint, train, weights_hash
+from rhosr.training.checkpoint import read_checkpoint, weights_hash
+from rhosr.training.run import HASH_DIR_ENV, train
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -173,7 +174,7 @@ def _env(**extra):
 
 def test_sigkill_leaves_loadable_last(store, tmp_path):
     run = tmp_path / "run"
-    code = (f"from rhosr.training.loop import train; train({str(store.path)!r}, {str(run)!r}, "
+    code = (f"from rhosr.training.run import train; train({str(store.path)!r}, {str(run)!r}, "
             "preset='tiny', steps=100000, batch=1, checkpoint_every=1, val_every=10**6, "
             "progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=_env(),
@@ -275,7 +276,7 @@ def test_default_batch_is_one_on_a_cpu_and_a_resumed_runs(store, tmp_path):
 
 
 def test_mixed_position_interleaves_by_weight():
-    from rhosr.training.loop import mixed_position
+    from rhosr.training.sampling import mixed_position
 
     w = [0.25, 0.5, 0.25]
     got = [mixed_position(g, w) for g in range(400)]
@@ -295,18 +296,19 @@ def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
     from rhosr.errors import BankError
     from rhosr.labels.bank import Union
     from rhosr.nn.modelfile import seen_of
-    from rhosr.training.loop import StepSamples, _training_ids
+    from rhosr.training.data import training_ids
+    from rhosr.training.sampling import StepSamples, mix_streams
 
     other = make_store(tmp_path / "other", [("S-train-000", "S"), ("S-train-001", "CS"),
                                             ("S-test-002", "CCS"), ("anion-train-000", "[OH-]")],
                        coarse=10)
     both = Union([store.path, other.path])
-    train_ids, val_ids = _training_ids(both, None, 0.1)
+    train_ids, val_ids = training_ids(both, None, 0.1)
     # ids that name their split: the 'test' one never trains or validates
     assert "S-test-002" not in train_ids + val_ids
     assert set(train_ids) == {"qm9_000001", "qm9_000003", "S-train-000", "S-train-001",
                               "anion-train-000"}
-    assert _training_ids(both, None, 0.1, ["qm9_*", "S-*"])[0] == [
+    assert training_ids(both, None, 0.1, ["qm9_*", "S-*"])[0] == [
         "qm9_000001", "qm9_000003", "S-train-000", "S-train-001"]
     with pytest.raises(BankError, match="both"):
         Union([store.path, store.path])
@@ -319,10 +321,8 @@ def test_two_stores_mix_and_id_patterns(store, tmp_path, capsys):
     assert len(extra["training_data"]["store"]) == 2
 
     # the sample order follows the weights: 3 of every 4 samples from the first store
-    from rhosr.training.loop import _mix_streams
-
     ds_ids = ["qm9_000001", "qm9_000003", "S-train-000", "S-train-001"]
-    streams = _mix_streams(both, ds_ids, [3, 1])
+    streams = mix_streams(both, ds_ids, [3, 1])
     samples = StepSamples(type("D", (), {"__len__": lambda self: 4})(), 0, 1, streams)
     picked = [ds_ids[samples.index(step, 0)] for step in range(40)]
     assert sum(i.startswith("qm9_") for i in picked) == 30
@@ -415,7 +415,7 @@ def test_resume_keeps_the_data_selection(store, tmp_path):
 def test_constant_schedule_and_slim_resume_point(store, tmp_path):
     """A 'constant' run resumed from its slim resume point goes on at the same rate with
     the same raw and EMA weights (to the float16 difference) and without the optimizer."""
-    from rhosr.training.loop import slim_checkpoint
+    from rhosr.training.checkpoint import slim_checkpoint
 
     run = tmp_path / "run"
     train(store, run, preset="tiny", steps=3, batch=1, ema=0.9, schedule="constant",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rhosr.cli.common import _Formatter
+from rhosr.cli.common import Formatter
 from rhosr.errors import InputError
 
 
 def add_bank(sub) -> None:
     p = sub.add_parser(
-        "bank", formatter_class=_Formatter, help="the label bank: add, check, expand",
+        "bank", formatter_class=Formatter, help="the label bank: add, check, expand",
         description="A bank (e.g. data/qm9) keeps orbital records in append-only, checksummed "
                     "shards small enough for a git repository; densities are evaluated from the "
                     "orbitals on demand (NumPy only) and cached under ~/.cache/rhosr/densities "
@@ -19,7 +19,7 @@ def add_bank(sub) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     a = actions.add_parser(
-        "add", formatter_class=_Formatter, help="append records to a bank (created if missing)",
+        "add", formatter_class=Formatter, help="append records to a bank (created if missing)",
         description="Append the records of SOURCE (a store of `rhosr generate`, another bank, or a "
                     "folder of orbital label files <id>.npz) as new shards. Refused, with nothing "
                     "written: an id the bank holds (unless --new-only), a record of another level "
@@ -33,13 +33,13 @@ def add_bank(sub) -> None:
     a.add_argument("--theory", default=None, metavar="default|FILE.json",
                    help="level of theory of label files (they carry none): 'default' is rhosr "
                         "generate's, or a JSON file")
-    c = actions.add_parser("check", formatter_class=_Formatter,
+    c = actions.add_parser("check", formatter_class=Formatter,
                            help="verify checksums, ids and level of theory; print counts",
                            description="Exit status 0 when every shard matches its checksum, no "
                                        "id appears twice and every record has the bank's level "
                                        "of theory; 2 otherwise, one line per problem.")
     c.add_argument("bank", metavar="BANK")
-    e = actions.add_parser("expand", formatter_class=_Formatter,
+    e = actions.add_parser("expand", formatter_class=Formatter,
                            help="evaluate every density into the cache (training-ready)",
                            description="Evaluate the densities of the bank's records (or --ids) "
                                        "from their orbitals and cache them; cached ones are "
@@ -63,20 +63,21 @@ def _theory(arg):
 
 
 def run_bank(args) -> int:
-    from rhosr.labels import bank as banklib
+    from rhosr.labels.bank import Bank
+    from rhosr.labels.bankwrite import add_records, expand
+    from rhosr.labels.readers import source_records
 
     if args.action == "add":
         theory = _theory(args.theory)
-        records = [r for src in args.sources for r in banklib.source_records(src, theory)]
-        man = banklib.add_records(args.bank, records, new_only=args.new_only,
-                                  source=" ".join(args.sources), note=args.note,
-                                  level_of_theory=theory)
+        records = [r for src in args.sources for r in source_records(src, theory)]
+        man = add_records(args.bank, records, new_only=args.new_only,
+                          source=" ".join(args.sources), note=args.note, level_of_theory=theory)
         skipped = len(records) - man["added"]
         where = f" as {man['file']} ({len(man['shards'])} shard(s))" if man["file"] else ""
         print(f"{args.bank}: added {man['added']} records{where}; skipped {skipped} already "
-              f"in the bank; {len(banklib.Bank(args.bank))} records in all")
+              f"in the bank; {len(Bank(args.bank))} records in all")
         return 0
-    bank = banklib.Bank(args.bank)
+    bank = Bank(args.bank)
     if args.action == "check":
         problems = bank.check()
         for line in problems:
@@ -88,7 +89,7 @@ def run_bank(args) -> int:
     unknown = [i for i in (args.ids or []) if i not in bank]
     if unknown:
         raise InputError(f"{args.bank}: no record {unknown[0]!r}")
-    res = banklib.expand(bank, ids=args.ids, workers=args.workers)
+    res = expand(bank, ids=args.ids, workers=args.workers)
     print(f"{args.bank}: {res['evaluated']} densities evaluated, {res['cached']} already cached, "
           f"{res['seconds']:.1f} s")
     return 0

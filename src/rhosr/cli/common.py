@@ -17,7 +17,7 @@ STRUCTURE_HELP = (
 )
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults in --help, except empty ones (None, False)."""
 
     def _get_help_string(self, action):
@@ -26,7 +26,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _add_structure_options(p: argparse.ArgumentParser) -> None:
+def add_structure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--charge", type=int, default=None,
                    help="net charge of every molecule (default: 0, or the file's)")
     p.add_argument("--spin", type=int, default=None,
@@ -35,7 +35,7 @@ def _add_structure_options(p: argparse.ArgumentParser) -> None:
                    help="refuse boxes whose fine mesh has more points than this")
 
 
-def _output_paths(ids, out, ext: str, default_dir: str = ".") -> list[Path]:
+def output_paths(ids, out, ext: str, default_dir: str = ".") -> list[Path]:
     """One input: OUT is the file; several: OUT is a directory of <id>.<ext>."""
     if len(ids) == 1 and out is not None and not Path(out).is_dir():
         return [Path(out)]
@@ -44,14 +44,14 @@ def _output_paths(ids, out, ext: str, default_dir: str = ".") -> list[Path]:
     return [folder / f"{i}.{ext}" for i in ids]
 
 
-def _sidecar(path: Path, info: dict) -> Path:
+def sidecar(path: Path, info: dict) -> Path:
     """Write ``info`` as JSON beside a density file: a.sad.npy -> a.json."""
     side = path.with_name(path.name.split(".")[0] + ".json")
     side.write_text(json.dumps(info, indent=1))
     return side
 
 
-def _density_info(mol, grid, positions, electrons, seconds, **extra) -> dict:
+def density_info(mol, grid, positions, electrons, seconds, **extra) -> dict:
     """The JSON written beside a bare .npy density (positions in bohr, in the box)."""
     return {
         "id": mol.id, "cell_bohr": list(grid.cell), "mesh": list(grid.mesh),

@@ -16,12 +16,12 @@ from pathlib import Path
 from rhosr._version import __version__
 from rhosr.cli.common import (  # noqa: F401 -- re-exported for older imports
     STRUCTURE_HELP,
-    _add_structure_options,
-    _density_info,
-    _Formatter,
-    _output_paths,
-    _sidecar,
+    Formatter,
+    add_structure_options,
+    density_info,
     model_file,
+    output_paths,
+    sidecar,
 )
 from rhosr.errors import InputError
 
@@ -30,7 +30,7 @@ from rhosr.errors import InputError
 
 def _add_sad(sub) -> None:
     p = sub.add_parser(
-        "sad", formatter_class=_Formatter,
+        "sad", formatter_class=Formatter,
         help="superposition of atomic densities (the network's input) on the published mesh",
         description="Write the SAD density of a structure: neutral GTH-PBE atoms in gth-szv, "
                     "summed over atoms and periodic images and normalised to the valence "
@@ -43,7 +43,7 @@ def _add_sad(sub) -> None:
     p.add_argument("--format", choices=("npy", "cube", "h5"), default="cube", help="output format")
     p.add_argument("--variant", choices=("paper", "worsened"), default="paper",
                    help="'worsened' doubles every gth-szv exponent (the published harder input)")
-    _add_structure_options(p)
+    add_structure_options(p)
 
 
 def _run_sad(args) -> int:
@@ -54,7 +54,7 @@ def _run_sad(args) -> int:
 
     mols = [m for spec in args.inputs for m in load_molecules(
         spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
-    paths = _output_paths([m.id for m in mols], args.output, f"sad.{args.format}")
+    paths = output_paths([m.id for m in mols], args.output, f"sad.{args.format}")
     for mol, path in zip(mols, paths):
         t0 = time.perf_counter()
         coarse, fine, pos = box_for(mol.positions)
@@ -66,7 +66,7 @@ def _run_sad(args) -> int:
                                    f"periodic mesh, spacing L/n"})
         dens.write(path, args.format)
         if args.format == "npy":
-            _sidecar(path, _density_info(mol, grid, pos, dens.electrons(), seconds,
+            sidecar(path, density_info(mol, grid, pos, dens.electrons(), seconds,
                                          kind=f"sad-{args.variant}"))
         print(f"{mol.id}: {mol.natm} atoms, {args.mesh} mesh {'x'.join(map(str, grid.mesh))}, "
               f"{dens.electrons():.4f} electrons, {seconds * 1000:.0f} ms -> {path}")
@@ -78,7 +78,7 @@ def _run_sad(args) -> int:
 
 def _add_generate(sub) -> None:
     p = sub.add_parser(
-        "generate", formatter_class=_Formatter,
+        "generate", formatter_class=Formatter,
         help="reference DFT labels (PySCF, published level of theory) into a store",
         description="Run periodic PBE/GTH/gth-tzv2p Kohn-Sham DFT for every molecule and store "
                     "its occupied orbitals (an orbital record; the density on the fine mesh is "
@@ -107,7 +107,7 @@ def _add_generate(sub) -> None:
                    help="skip the molecules these banks (or stores) already hold: never relabel "
                         "(a folder that is not a bank yet skips nothing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_structure_options(p)
+    add_structure_options(p)
 
 
 def _run_generate(args) -> int:
@@ -122,11 +122,16 @@ def _run_generate(args) -> int:
         if is_bank(path) or (Path(path) / META_NAME).is_file():
             skip.update(open_labels(path).ids())
         # else a folder where a bank is yet to start (its datasheet, structures): nothing to skip
+    guess = args.guess
+    if guess == "rhosr":
+        from rhosr.inference.predict import density_predictor
+
+        guess = density_predictor()
     summary = generate(
         args.sources, args.out, workers=args.workers, scheduler=args.scheduler,
         charge=args.charge, spin=args.spin, smearing=args.smearing, limit=args.limit,
         max_voxels=args.max_voxels, retry_failed=args.retry_failed, threads=args.threads,
-        max_cycle=args.max_cycle, progress=not args.no_progress, skip=skip, guess=args.guess,
+        max_cycle=args.max_cycle, progress=not args.no_progress, skip=skip, guess=guess,
     )
     for line in summary.lines():
         print(line)
@@ -138,7 +143,7 @@ def _run_generate(args) -> int:
 
 def _add_export(sub) -> None:
     p = sub.add_parser(
-        "export", formatter_class=_Formatter,
+        "export", formatter_class=Formatter,
         help="write store records as density files",
         description="Per record: <id>.dft.<ext> (DFT density, fine mesh), <id>.sad.<ext> "
                     "(SAD density, coarse mesh) and <id>.json (energy, charge, spin, meshes, "
@@ -190,7 +195,7 @@ def _run_export(args) -> int:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", formatter_class=_Formatter,
+    p = sub.add_parser("info", formatter_class=Formatter,
                        help="summarise a store, a bank or a model file",
                        description="Print a summary table of a store or a bank (a directory: "
                                    "records, splits, elements, level of theory) or of a model "
@@ -331,7 +336,7 @@ COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rhosr", formatter_class=_Formatter,
+        prog="rhosr", formatter_class=Formatter,
         description="Electron densities at DFT quality from a molecular structure: a 3D "
                     "super-resolution network turns a superposition of atomic densities on a "
                     "coarse mesh into the Kohn-Sham density on a mesh twice as fine.",

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from rhosr.cli.common import STRUCTURE_HELP, _add_structure_options, _Formatter
+from rhosr.cli.common import STRUCTURE_HELP, Formatter, add_structure_options
 from rhosr.errors import InputError
 
 
@@ -18,7 +18,7 @@ def _add_common(p) -> None:
     p.add_argument("--smearing", type=float, default=None, metavar="HARTREE",
                    help="Fermi smearing width of the occupations (default: aufbau)")
     add_step_options(p)
-    _add_structure_options(p)
+    add_structure_options(p)
 
 
 def add_step_options(p) -> None:
@@ -34,7 +34,7 @@ def add_step_options(p) -> None:
 
 def add_energy(sub) -> None:
     p = sub.add_parser(
-        "energy", formatter_class=_Formatter,
+        "energy", formatter_class=Formatter,
         help="energies and dipole from one Kohn-Sham step on the predicted density",
         description="Predict the density, build the Kohn-Sham matrix F[rho] at the labels' level "
                     "of theory (PySCF, PBE, gth-tzv2p, multigrid) and diagonalise it once. Per "
@@ -53,7 +53,7 @@ def add_energy(sub) -> None:
 
 def add_scf(sub) -> None:
     p = sub.add_parser(
-        "scf", formatter_class=_Formatter,
+        "scf", formatter_class=Formatter,
         help="the labels' PySCF SCF from a chosen start: cycles, seconds, energy",
         description="Run the SCF of the labels' level of theory from --guess: 'rhosr' (the "
                     "density matrix of the Kohn-Sham steps (--steps, --mixing) on the predicted "

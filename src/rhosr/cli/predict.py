@@ -23,11 +23,11 @@ def _stem(path: Path) -> str:
 
 
 def add_predict(sub) -> None:
-    from rhosr.cli.common import STRUCTURE_HELP, _add_structure_options, _Formatter
+    from rhosr.cli.common import STRUCTURE_HELP, Formatter, add_structure_options
     from rhosr.cli.physics import add_step_options
 
     p = sub.add_parser(
-        "predict", formatter_class=_Formatter,
+        "predict", formatter_class=Formatter,
         help="predict the valence density of structures with a trained network",
         description="Build the published box, the SAD density on the coarse mesh, and run the "
                     "network: the valence density on the fine mesh (x2 per axis), normalised to "
@@ -58,7 +58,7 @@ def add_predict(sub) -> None:
                         "labels' level of theory; closed shells; about one SCF cycle per step)")
     add_step_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_structure_options(p)
+    add_structure_options(p)
 
 
 def _refine(dens, mol, steps, mixing):
@@ -71,7 +71,7 @@ def _refine(dens, mol, steps, mixing):
 
 
 def run_predict(args) -> int:
-    from rhosr.cli.common import _density_info, _output_paths, _sidecar
+    from rhosr.cli.common import density_info, output_paths, sidecar
     from rhosr.core.sources import load_molecules
     from rhosr.inference.predict import predict_molecule, resolve_device, resolve_model, unseen_warning
 
@@ -85,7 +85,7 @@ def run_predict(args) -> int:
     reference_of = _reference_reader(args.reference, [m.id for m in mols])
     device = resolve_device(args.device)
     net, name = resolve_model(args.model, device)
-    paths = _output_paths([m.id for m in mols], args.output, args.format)
+    paths = output_paths([m.id for m in mols], args.output, args.format)
     bar = None
     if len(mols) > 1 and not args.no_progress:
         from tqdm import tqdm
@@ -108,7 +108,7 @@ def run_predict(args) -> int:
                                               "reference_nmae_percent", "refined",
                                               "energy_harris_hartree", "energy_ks_hartree")
                          if k in meta}
-                _sidecar(path, _density_info(mol, dens.grid, dens.positions, meta["electrons"],
+                sidecar(path, density_info(mol, dens.grid, dens.positions, meta["electrons"],
                                              meta["seconds"], kind="refined" if args.refine
                                              else "predicted", **extra))
             line = (f"{mol.id}: {mol.natm} atoms, fine mesh {'x'.join(map(str, dens.grid.mesh))}, "
@@ -143,10 +143,10 @@ def run_predict(args) -> int:
 
 
 def add_plot(sub) -> None:
-    from rhosr.cli.common import _Formatter
+    from rhosr.cli.common import Formatter
 
     p = sub.add_parser(
-        "plot", formatter_class=_Formatter,
+        "plot", formatter_class=Formatter,
         help="PNG of density slices (and the difference to a reference)",
         description="Three orthogonal slices through the centre of the atoms, square-root colour "
                     "scale in e/bohr^3; with --reference also the reference and the difference.",
@@ -214,7 +214,7 @@ def _nmae(density, reference, what: str) -> float:
 
 
 def run_plot(args) -> int:
-    from rhosr.cli.common import _output_paths
+    from rhosr.cli.common import output_paths
     from rhosr.viz.plot import plot_density
 
     densities = [_read(f) for f in args.files]
@@ -223,7 +223,7 @@ def run_plot(args) -> int:
     if args.output is None:
         paths = [Path(f).with_name(_stem(Path(f)) + ".png") for f in args.files]
     else:
-        paths = _output_paths([_stem(Path(f)) for f in args.files], args.output, "png")
+        paths = output_paths([_stem(Path(f)) for f in args.files], args.output, "png")
     for f, dens, path, mol_id in zip(args.files, densities, paths, ids):
         reference = reference_of(mol_id)
         line = f"{f} -> {path}"

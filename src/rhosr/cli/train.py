@@ -1,35 +1,58 @@
 """The ``rhosr train`` and ``rhosr evaluate`` subcommands.
 
 Registered in :data:`rhosr.cli.main.COMMANDS`; ``torchrun ... -m rhosr train``
-runs the training subcommand in every process.
+runs the training subcommand in every process.  ``rhosr train`` states no default of its
+own: every option's default and resume rule come from :mod:`rhosr.training.config`, and
+only the options a user gives reach :func:`rhosr.training.run.train` (so that a resume
+inherits the others).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from rhosr.cli.common import _Formatter, model_file
+from rhosr.cli.common import Formatter, model_file
 from rhosr.errors import InputError
+from rhosr.nn.config import PRESETS, TRAIN_PRESET
+from rhosr.training.config import (
+    DEFAULT_BATCH,
+    DEFAULT_FINETUNE_LR,
+    DEFAULT_LR,
+    DEFAULT_STEPS,
+    FIXED,
+    PRECISIONS,
+    RENEWABLE,
+    RESUME,
+    default_of,
+    flag_of,
+)
+from rhosr.training.schedule import SCHEDULES
 
 # ---------------------------------------------------------------- train
 
+#: What ``--help`` says a resume does with an option (rhosr.training.config.RESUME).
+_RESUME_NOTE = {FIXED: "a resume keeps the run's and refuses another",
+                RENEWABLE: "a resume keeps the run's unless given"}
+
+
+def _option(p, name: str, help: str, default: str | None = None, **kw) -> None:
+    """Add the flag of option ``name``: no argparse default (only what the user gives
+    reaches train()), its default and resume rule said in the help from TrainConfig."""
+    shown = default if default is not None else default_of(name)
+    notes = [] if shown in (None, "") else [f"default: {shown}"]
+    if RESUME[name] in _RESUME_NOTE:
+        notes.append(_RESUME_NOTE[RESUME[name]])
+    text = help + (f" ({'; '.join(notes)})" if notes else "")
+    p.add_argument(flag_of(name), dest=name, default=argparse.SUPPRESS, help=text, **kw)
+
 
 def add_train(sub) -> None:
-    from rhosr.nn.config import (
-        DEFAULT_BATCH,
-        DEFAULT_FINETUNE_LR,
-        DEFAULT_LR,
-        DEFAULT_STEPS,
-        DEFAULT_VAL_EVERY,
-        PRESETS,
-        TRAIN_PRESET,
-    )
-
     p = sub.add_parser(
-        "train", formatter_class=_Formatter,
+        "train", formatter_class=Formatter,
         help="train a network on a store (whole periodic boxes; torchrun for several processes)",
         description="Train the super-resolution network on the records of a store: loss = NMAE "
                     "per molecule, batch molecules per optimizer step (gradient accumulation), "
@@ -41,90 +64,79 @@ def add_train(sub) -> None:
                     "and RUN_DIR/metrics.csv. Several stores or banks train as one; --mix sets "
                     "the share of each, --ids which molecules train. Fine-tuning on your own "
                     "data without forgetting QM9: rhosr train MINE data/qm9 --init default "
-                    "--mix 1 1 --out RUN. Several processes: "
+                    "--mix 1 1 --out RUN. --resume continues RUN_DIR/last.pt: options not given "
+                    "are the run's (the seed, batch, schedule, network, ... are always the "
+                    "run's; --lr, --ema, --precision and the molecule selection may change), the "
+                    "budget, device and workers are this call's. Several processes: "
                     "torchrun --nproc-per-node N -m rhosr train ...",
     )
     p.add_argument("store", metavar="STORE", nargs="+",
                    help="training store(s) or bank(s); ids must be unique across them")
-    p.add_argument("--mix", type=float, nargs="+", default=None, metavar="W",
-                   help="share of training samples from each STORE, one weight per store "
-                        "(default: one pool of all their training molecules)")
-    p.add_argument("--ids", nargs="+", default=None, metavar="PATTERN",
-                   help="only training molecules whose id matches one of these glob patterns "
-                        "(e.g. 'qm9_*' 'S-train-01?'); @FILE reads patterns from a file, one "
-                        "per line")
-    p.add_argument("--val-ids", nargs="+", default=None, metavar="PATTERN",
-                   help="the same for the validation molecules")
+    _option(p, "mix", "share of training samples from each STORE, one weight per store",
+            default="one pool of all their training molecules", type=float, nargs="+",
+            metavar="W")
+    _option(p, "ids", "only training molecules whose id matches one of these glob patterns "
+                      "(e.g. 'qm9_*' 'S-train-01?'); @FILE reads patterns from a file, one per "
+                      "line", default="all", nargs="+", metavar="PATTERN")
+    _option(p, "val_ids", "the same for the validation molecules", default="all", nargs="+",
+            metavar="PATTERN")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help=f"model preset (default: {TRAIN_PRESET}, the bake-off's winner, or the --init "
-                        "file's)")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"optimizer steps (default: {DEFAULT_STEPS} unless --minutes)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock budget; the run ends at --steps or --minutes, whichever first")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, molecule order, augmentation")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    p.add_argument("--init", default=None, metavar="MODEL_FILE",
-                   help="fine-tune: start from this model file (its architecture)")
-    p.add_argument("--freeze", nargs="+", default=[], metavar="PART",
-                   help="parts kept fixed: input, body, output, or a module name of the network")
-    p.add_argument("--val-store", default=None, metavar="STORE", help="separate validation store")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of non-QM9 records used for validation (by id hash)")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"peak learning rate (default: {DEFAULT_LR}; {DEFAULT_FINETUNE_LR} with --init)")
-    p.add_argument("--batch", type=int, default=None,
-                   help=f"molecules per optimizer step (default: a resumed run's, else "
-                        f"{DEFAULT_BATCH['cpu']} on a CPU, where more steps per minute learn "
-                        f"fastest, {DEFAULT_BATCH['cuda']} on a GPU)")
-    p.add_argument("--val-every", type=int, default=DEFAULT_VAL_EVERY,
-                   help="validate and checkpoint every K steps")
-    p.add_argument("--val-max", type=int, default=None, help="validate on at most this many molecules")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="bf16: forward passes under bfloat16 autocast (weights and optimizer "
-                        "float32); auto: bf16 on CUDA, fp32 on a CPU")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default=None,
-                   help="learning rate: 'cosine' (default) warms up and decays over the budget; "
-                        "'constant' warms up for 200 steps and stays at --lr with no horizon, for "
-                        "one long run resumed with larger --minutes (a resumed run keeps its own)")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                   help="keep an exponential moving average of the weights (e.g. 0.999)")
-    p.add_argument("--crop", type=int, default=None,
-                   help="train on crops of this many coarse points per axis (+ receptive-field halo)")
-    p.add_argument("--no-augment", action="store_true", help="no cube symmetries or shifts")
-    p.add_argument("--workers", default="auto",
-                   help="processes preparing samples ahead (auto: up to 4 on CUDA, 0 on CPU)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _option(p, "preset", "model preset", choices=sorted(PRESETS),
+            default=f"{TRAIN_PRESET}, the bake-off's winner, or the --init file's")
+    _option(p, "steps", "optimizer steps", type=int,
+            default=f"{DEFAULT_STEPS} unless --minutes")
+    _option(p, "minutes", "wall-clock budget; the run ends at --steps or --minutes, whichever "
+                          "first", type=float)
+    _option(p, "seed", "seed of init, molecule order, augmentation", type=int)
+    _option(p, "resume", "continue from RUN_DIR/last.pt", action="store_true", default="")
+    _option(p, "init", "fine-tune: start from the architecture and weights of this model file, "
+                       "or of the bundled model with 'default'", default="", metavar="MODEL_FILE")
+    _option(p, "freeze", "parts kept fixed: input, body, output, or a module name of the "
+                         "network", default="none", nargs="+", metavar="PART")
+    _option(p, "val_store", "separate validation store", metavar="STORE")
+    _option(p, "val_fraction", "share of non-QM9 records used for validation, by id hash",
+            type=float)
+    _option(p, "lr", "peak learning rate", type=float,
+            default=f"{DEFAULT_LR}; {DEFAULT_FINETUNE_LR} with --init")
+    _option(p, "batch", "molecules per optimizer step", type=int,
+            default=f"{DEFAULT_BATCH['cpu']} on a CPU, where more steps per minute learn fastest, "
+                    f"{DEFAULT_BATCH['cuda']} on a GPU")
+    _option(p, "val_every", "validate and checkpoint every K steps", type=int)
+    _option(p, "val_max", "validate on at most this many molecules", type=int, default="all")
+    _option(p, "device", "auto (cuda if available), cpu, cuda, cuda:N")
+    _option(p, "precision", "bf16: forward passes under bfloat16 autocast (weights and optimizer "
+                            "float32); auto: bf16 on CUDA, fp32 on a CPU", choices=PRECISIONS)
+    _option(p, "schedule", "learning rate: 'cosine' warms up and decays over the budget; "
+                           "'constant' warms up for 200 steps and stays at --lr with no horizon, "
+                           "for one long run resumed with larger --minutes", choices=SCHEDULES)
+    _option(p, "ema", "keep an exponential moving average of the weights, e.g. 0.999",
+            type=float, metavar="DECAY", default="none")
+    _option(p, "crop", "train on crops of this many coarse points per axis, plus the "
+                       "receptive-field halo", type=int, default="whole boxes")
+    _option(p, "augment", "no cube symmetries or shifts", action="store_false", default="")
+    _option(p, "workers", "processes preparing samples ahead; auto: up to 4 on CUDA, 0 on a CPU")
+    _option(p, "progress", "no progress bar", action="store_false", default="")
 
 
 def run_train(args) -> int:
     from rhosr.labels.bank import open_labels
-    from rhosr.training.loop import train
+    from rhosr.training.run import train
 
-    workers = args.workers
-    if workers != "auto":
+    options = {k: v for k, v in vars(args).items() if k in RESUME}
+    if "workers" in options and options["workers"] != "auto":
         try:
-            workers = int(workers)
+            options["workers"] = int(options["workers"])
         except ValueError:
-            raise InputError(f"--workers must be an integer or 'auto', not {workers!r}") from None
-    for path in [*args.store, args.val_store]:
+            raise InputError(f"--workers must be an integer or 'auto', not {options['workers']!r}") from None
+    for path in [*args.store, options.get("val_store")]:
         if path is not None and not Path(path).is_dir():
             raise InputError(f"{path}: not a rhosr store or bank")
-    init = None if args.init is None else model_file(args.init, "--init")
-    result = train(
-        open_labels(args.store), args.out, preset=args.preset, mix=args.mix,
-        ids=_id_patterns(args.ids), val_ids=_id_patterns(args.val_ids), precision=args.precision,
-        steps=args.steps,
-        minutes=args.minutes,
-        seed=args.seed, resume=args.resume, init=init, freeze=args.freeze,
-        val_store=None if args.val_store is None else open_labels(args.val_store),
-        val_fraction=args.val_fraction, lr=args.lr, batch=args.batch, val_every=args.val_every,
-        device=args.device, ema=args.ema, crop=args.crop, augment=not args.no_augment,
-        val_max=args.val_max, progress=not args.no_progress, workers=workers,
-        schedule=args.schedule,
-    )
+    if "init" in options:
+        options["init"] = model_file(options["init"], "--init")
+    for name in ("ids", "val_ids"):
+        if name in options:
+            options[name] = _id_patterns(options[name])
+    result = train(open_labels(args.store), args.out, **options)
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best_val_nmae_percent"]
         print(f"rhosr train: {result['steps']} steps in {result['seconds']:.0f} s; "
@@ -164,7 +176,7 @@ def _id_patterns(values):
 def add_evaluate(sub) -> None:
 
     p = sub.add_parser(
-        "evaluate", formatter_class=_Formatter,
+        "evaluate", formatter_class=Formatter,
         help="NMAE of a model on a store, against the SAD baseline",
         description="Predict every molecule of a split of STORE (whole boxes) and compare with "
                     "the DFT density: NMAE % of the model and of the SAD, error of the electron "

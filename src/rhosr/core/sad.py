@@ -27,150 +27,13 @@ Units: bohr for lengths, e/bohr³ for densities.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib import resources
-
 import numpy as np
 
-from rhosr.core.elements import standard_symbol, unsupported_reason, valence_charge
+from rhosr.core.elements import standard_symbol, valence_charge
 from rhosr.core.grid import Grid
+from rhosr.core.sadatoms import VARIANTS, SADAtom, sad_atom
 
-VARIANTS = ("paper", "worsened")
-
-#: Elements with a channel of their own in :func:`element_parts` (the rest share one).
-ELEMENT_CHANNELS = ("H", "C", "N", "O", "F")
-
-__all__ = ["VARIANTS", "sad_density", "radial_table", "cutoff_radius",
-           "projected_electrons", "table_elements"]
-
-
-@lru_cache(maxsize=1)
-def _tables() -> dict:
-    path = resources.files("rhosr") / "data" / "sad_tables.npz"
-    with resources.as_file(path) as p, np.load(p) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
-def table_elements() -> list[str]:
-    """Elements with shipped SAD tables, in order of atomic number."""
-    return [str(s) for s in _tables()["elements"]]
-
-
-def _key(symbol: str, variant: str) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown SAD variant {variant!r}; expected one of {VARIANTS}")
-    sym = standard_symbol(symbol)
-    key = f"{variant}__{sym}"
-    if f"rho__{key}" not in _tables():
-        reason = unsupported_reason(sym) or "no SAD table shipped"
-        raise ValueError(f"element {sym} is not supported by the SAD density: {reason}")
-    return key
-
-
-def radial_table(symbol: str, variant: str = "paper") -> tuple[np.ndarray, np.ndarray]:
-    """The shipped radial density of one atom (before the molecular scaling).
-
-    Parameters
-    ----------
-    symbol : str
-        Element symbol, e.g. ``"C"``.
-    variant : {"paper", "worsened"}
-
-    Returns
-    -------
-    r_bohr : (n,) float64 array
-        Uniform radii ``0, dr, 2 dr, ...``, bohr; the last one is the cutoff radius.
-    rho : (n,) float64 array
-        Spherical density of the projected atomic density matrix at ``r_bohr``,
-        e/bohr³ (integrates to :func:`projected_electrons` up to the tail
-        beyond the cutoff, < 1e-7 relative).  Read-only.  Step ``dr`` = 0.005
-        bohr: cubic interpolation (e.g. ``scipy.interpolate.CubicSpline``) is
-        accurate to ~1e-9 relative; :func:`sad_density` itself evaluates the
-        exact Gaussian expansion behind these values.
-    """
-    tab = _tables()
-    rho = tab[f"rho__{_key(symbol, variant)}"]
-    r = np.arange(rho.size) * float(tab["dr"])
-    rho = rho.view()
-    rho.flags.writeable = False
-    return r, rho
-
-
-def cutoff_radius(symbol: str, variant: str = "paper") -> float:
-    """Cutoff radius of an atom's SAD density, bohr.
-
-    Less than 1e-7 of the atom's electrons lie beyond it.  :func:`sad_density`
-    evaluates each atom on the mesh points of a cube of this half-width around
-    it (the whole period along the axes where the cube is longer than the
-    cell)."""
-    r, _ = radial_table(symbol, variant)
-    return float(r[-1])
-
-
-def projected_electrons(symbol: str, variant: str = "paper") -> float:
-    """``tr(P S)`` of the atom's density matrix projected onto gth-tzv2p.
-
-    Slightly below the valence charge: the projection loses some charge, which
-    the molecular scaling restores."""
-    return float(_tables()[f"nelec__{_key(symbol, variant)}"])
-
-
-class _Element:
-    """Run-time data of one element and variant (see :func:`_element`).
-
-    The atom's density is a sum over pairs of primitive Gaussians of its
-    gth-tzv2p basis, ``sum_l sum_ee' D^l_ee' sum_m x_m^(2l)
-    exp(-(a_e + a_e') |x|^2)``, which is separable in x, y and z."""
-
-    def __init__(self, symbol: str, variant: str):
-        from scipy.interpolate import CubicSpline
-
-        tab = _tables()
-        key = _key(symbol, variant)
-        r, _ = radial_table(symbol, variant)
-        self.cutoff = float(r[-1])
-        self.nelec = float(tab[f"nelec__{key}"])
-        ovl = tab[f"ovl__{key}"]
-        d = np.arange(ovl.size) * float(tab["dd"])
-        self.overlap_range = float(d[-1])
-        self._overlap = CubicSpline(d, ovl)
-        # pairs e <= e' of primitives, per l: exponent indices and coefficients
-        self.exps = {}
-        self.pairs = {}
-        for l in (0, 1):
-            if f"exp{l}__{key}" not in tab:
-                continue
-            exps = tab[f"exp{l}__{key}"]
-            dmat = tab[f"dm{l}__{key}"]
-            i, j = np.triu_indices(exps.size)
-            coef = dmat[i, j] * np.where(i == j, 1.0, 2.0)
-            keep = coef != 0
-            self.exps[l] = exps
-            self.pairs[l] = (i[keep], j[keep], coef[keep])
-        # merged form for an atom that does not reach its own images:
-        # sum_b (d0_b + d1_b |x|^2) exp(-b |x|^2)
-        b = np.concatenate([self.exps[l][i] + self.exps[l][j] for l, (i, j, _) in self.pairs.items()])
-        c = np.concatenate([cf for cf in (p[2] for p in self.pairs.values())])
-        lval = np.concatenate([np.full(p[2].size, l) for l, p in self.pairs.items()])
-        self.b, inverse = np.unique(b, return_inverse=True)
-        self.d0 = np.bincount(inverse, weights=np.where(lval == 0, c, 0.0), minlength=self.b.size)
-        self.d1 = np.bincount(inverse, weights=np.where(lval == 1, c, 0.0), minlength=self.b.size)
-        self.has_p = bool(np.any(self.d1 != 0))
-        self.min_exp = min(float(e.min()) for e in self.exps.values())
-
-    def image_charge(self, cell: np.ndarray) -> float:
-        """Sum over lattice vectors T != 0 of ``tr(P S(T))``: what the periodic
-        images add to the atom's charge ``tr(P S_pbc)``."""
-        k = np.floor(self.overlap_range / cell).astype(int)
-        t = np.stack(np.meshgrid(*[np.arange(-ki, ki + 1) for ki in k], indexing="ij"), -1)
-        dist = np.linalg.norm(t.reshape(-1, 3) * cell, axis=1)
-        dist = dist[(dist > 0) & (dist <= self.overlap_range)]
-        return float(self._overlap(dist).sum()) if dist.size else 0.0
-
-
-@lru_cache(maxsize=None)
-def _element(symbol: str, variant: str) -> _Element:
-    return _Element(symbol, variant)
+__all__ = ["VARIANTS", "sad_density"]
 
 
 def _pieces(start: int, length: int, period: int) -> list[tuple[slice, slice]]:
@@ -232,7 +95,7 @@ def _product(rows: np.ndarray, cols: np.ndarray, shape) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _atom_local(el: _Element, u, dtype=np.float64) -> np.ndarray:
+def _atom_local(el: SADAtom, u, dtype=np.float64) -> np.ndarray:
     """Density of an atom that does not reach its own images, on the box
     whose points lie at displacements ``u[0] x u[1] x u[2]`` (bohr) from it.
 
@@ -254,7 +117,7 @@ def _atom_local(el: _Element, u, dtype=np.float64) -> np.ndarray:
     return _product(rows, cols, (mx, my, mz))
 
 
-def _atom_bloch(el: _Element, u, periodic, cell, dtype=np.float64) -> np.ndarray:
+def _atom_bloch(el: SADAtom, u, periodic, cell, dtype=np.float64) -> np.ndarray:
     """Density of an atom whose orbitals reach their own periodic images.
 
     ``u[a]`` are the displacements (bohr) of the box points from the atom
@@ -379,7 +242,7 @@ def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
     n_target = sum(valence_charge(s) for s in symbols) - charge
     if n_target <= 0:
         raise ValueError(f"no electrons left: charge {charge}")
-    elements = {s: _element(s, variant) for s in set(symbols)}
+    elements = {s: sad_atom(s, variant) for s in set(symbols)}
     n_projected = sum(el.nelec + el.image_charge(cell) for el in
                       (elements[s] for s in symbols))
 
@@ -407,21 +270,3 @@ def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
     return out
 
 
-def element_parts(symbols, positions_bohr, grid: Grid, variant: str = "paper",
-                  dtype=np.float32) -> np.ndarray:
-    """The SAD split by element: ``(len(ELEMENT_CHANNELS) + 1, *grid.mesh)``, e/bohr³.
-
-    Channel k holds the (neutral) SAD of the atoms of element ``ELEMENT_CHANNELS[k]``
-    (H, C, N, O, F), the last one that of every other atom; zeros where the
-    molecule has none.  Each part is normalised like :func:`sad_density` of its
-    atoms alone."""
-    symbols = [standard_symbol(s) for s in symbols]
-    pos = np.asarray(positions_bohr, dtype=np.float64).reshape(-1, 3)
-    out = np.zeros((len(ELEMENT_CHANNELS) + 1,) + tuple(grid.mesh), dtype=dtype)
-    channel = [ELEMENT_CHANNELS.index(s) if s in ELEMENT_CHANNELS else len(ELEMENT_CHANNELS)
-               for s in symbols]
-    for k in sorted(set(channel)):
-        members = [i for i, c in enumerate(channel) if c == k]
-        out[k] = sad_density([symbols[i] for i in members], pos[members], grid,
-                             variant=variant, dtype=dtype)
-    return out

@@ -19,9 +19,13 @@ from typing import Sequence
 
 import numpy as np
 
+from rhosr._version import __version__
 from rhosr.core.grid import box_for
 from rhosr.core.molecule import DEFAULT_MAX_VOXELS, Molecule
 from rhosr.core.sources import load_molecules
+from rhosr.dft.isolation import die_with_parent, thread_limit
+from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS, ks_step
+from rhosr.dft.scf import level_of_theory, run_dft
 from rhosr.errors import InputError
 from rhosr.labels.store import Record, Store
 
@@ -88,14 +92,11 @@ def collect(
 def _guess_dm(mol, fine, pos, rho, smearing, threads):
     """(dm0 or None, seconds, how): Kohn–Sham steps on a predicted density; None where
     they cannot run (open shell) or fail, so that the SCF starts from 'minao' instead."""
-    from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS, ks_step
-    from rhosr.dft.scf import _thread_limit
-
     if mol.spin:
         return None, 0.0, "minao"
     t0 = time.perf_counter()
     try:
-        with _thread_limit(threads):
+        with thread_limit(threads):
             step = ks_step(mol.symbols, pos, fine, rho, charge=mol.charge, spin=mol.spin,
                            smearing=smearing, refine=False, steps=REFINE_STEPS,
                            mixing=REFINE_MIXING, energy=False)
@@ -112,9 +113,6 @@ def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | 
     ``guess_density``: a predicted density on the fine mesh; the SCF then starts
     from the density matrix of Kohn–Sham steps on it (``rhosr generate --guess rhosr``).
     """
-    from rhosr._version import __version__
-    from rhosr.dft.scf import level_of_theory, run_dft
-
     if threads is None:
         threads = _dask_worker_threads()
     coarse, fine, pos = box_for(mol.positions)
@@ -156,8 +154,6 @@ def _dask_worker_threads() -> int | None:
 
 def _init_worker(threads: int) -> None:
     """Pool initializer: die with the parent, and keep to our share of threads."""
-    from rhosr.dft.scf import die_with_parent
-
     die_with_parent()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -213,17 +209,6 @@ def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle, guess_
                 fut.cancel()
 
 
-def _predictor(model="default"):
-    """mol -> predicted fine-mesh density (float32), one torch thread beside the workers."""
-    import torch
-
-    from rhosr.inference.predict import predict_molecule, resolve_model
-
-    torch.set_num_threads(1)
-    net, name = resolve_model(model, "cpu")
-    return lambda mol: predict_molecule(mol, net, model_name=name, device="cpu").values
-
-
 def _results_dask(mols, scheduler, smearing, conv_tol, max_cycle):
     from distributed import Client, as_completed
 
@@ -260,7 +245,7 @@ def generate(
     max_cycle: int = 100,
     progress: bool = True,
     skip=(),
-    guess: str = "minao",
+    guess="minao",
 ) -> Summary:
     """Label molecules into the store ``out``; see the module docstring.
 
@@ -269,11 +254,12 @@ def generate(
     is ignored.  ``threads`` per worker defaults to
     the machine's cores divided by ``workers``.  Ids in ``skip`` (e.g. a bank's)
     are not labelled; they count as skipped.  ``guess`` "rhosr" starts each
-    closed-shell SCF from Kohn–Sham steps on the bundled model's prediction (local
-    workers only; the converged labels are the same to the SCF tolerance).
+    closed-shell SCF from Kohn–Sham steps on a predicted density (local workers
+    only; the converged labels are the same to the SCF tolerance): pass the predictor,
+    a function Molecule -> fine-mesh density such as
+    :func:`rhosr.inference.predict.density_predictor` (this module never imports torch;
+    ``rhosr generate --guess rhosr`` passes the bundled model's).
     """
-    from rhosr.dft.scf import level_of_theory
-
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
     if workers < 1:
@@ -282,9 +268,12 @@ def generate(
         raise InputError(f"--limit must not be negative, not {limit}")
     if smearing is not None and not smearing > 0:
         raise InputError(f"--smearing must be a positive width in Hartree, not {smearing}")
-    if guess not in ("minao", "rhosr"):
-        raise InputError(f"--guess must be 'minao' or 'rhosr', not {guess!r}")
-    if guess == "rhosr" and scheduler is not None:
+    if guess == "rhosr":
+        raise InputError("guess='rhosr': pass the predictor itself, e.g. "
+                         "rhosr.inference.predict.density_predictor()")
+    if guess != "minao" and not callable(guess):
+        raise InputError(f"--guess must be 'minao' or a predictor, not {guess!r}")
+    if callable(guess) and scheduler is not None:
         raise InputError("--guess rhosr runs with local workers, not with --scheduler")
     mols, n_missing = collect(specs, charge=charge, spin=spin, max_voxels=max_voxels)
     summary = Summary(requested=len(mols), missing=n_missing)
@@ -309,7 +298,7 @@ def generate(
             results = _results_dask(todo, scheduler, smearing, conv_tol, max_cycle)
         else:
             results = _results_local(todo, workers, threads, smearing, conv_tol, max_cycle,
-                                     _predictor() if guess == "rhosr" else None)
+                                     guess if callable(guess) else None)
         _write_results(results, store, summary, _progress(len(todo), progress))
     return summary
 

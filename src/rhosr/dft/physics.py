@@ -24,8 +24,8 @@ From a valence density ρ on the fine mesh (predicted, or any
 
 Closed shells only: the step needs spin densities for an open shell, and a
 predicted density is the total one.  PySCF and torch must not share a process
-(two OpenMP runtimes, see :func:`rhosr.dft.scf._mixed_openmp`): every public
-function here runs itself in a fresh process when torch is loaded.
+(two OpenMP runtimes): every public function here that runs PySCF is
+:func:`rhosr.dft.isolation.isolated` and runs in a fresh process when torch is loaded.
 """
 
 from __future__ import annotations
@@ -35,16 +35,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rhosr.core.density import Density
+from rhosr.core.elements import valence_charge
 from rhosr.core.grid import Grid
+from rhosr.core.molecule import valence_electrons
 from rhosr.core.units import AU_TO_DEBYE
-from rhosr.dft.scf import (
-    CONV_TOL,
-    _mixed_openmp,
-    _run_in_fresh_process,
-    build_cell,
-    evaluate_density,
-    make_scf,
-)
+from rhosr.dft.isolation import isolated
+from rhosr.dft.scf import CONV_TOL, build_cell, evaluate_density, make_scf
 from rhosr.errors import InputError
 
 #: Largest accepted |∫ρ dV − N| (electrons) of an input density.
@@ -110,8 +107,6 @@ class SCFResult:
 
 def check_density(rho, grid: Grid, symbols, charge: int = 0, spin: int = 0) -> None:
     """Raise :class:`InputError` for a density the Kohn–Sham step cannot take."""
-    from rhosr.core.molecule import valence_electrons
-
     rho = np.asarray(rho)
     if rho.shape != tuple(grid.mesh):
         raise InputError(f"density of shape {rho.shape} does not match the structure's fine "
@@ -199,8 +194,6 @@ def dipole_debye(symbols, positions_bohr, grid: Grid, rho) -> np.ndarray:
     GTH valence charges Z_A; the mesh plane on the box face (r − c = −L/2) counts
     at 0, so that no face weighs on one side only (PySCF's ``dip_moment`` rule).
     """
-    from rhosr.core.elements import valence_charge
-
     centre = np.asarray(grid.cell, dtype=float) / 2
     z = np.array([valence_charge(s) for s in symbols], dtype=float)
     nuclear = z @ (np.asarray(positions_bohr, dtype=float) - centre)
@@ -227,6 +220,7 @@ def _diagonalise(mf, h, s, rho):
     return dm, mo_energy, mo_coeff, mo_occ, e_harris
 
 
+@isolated
 def ks_step(symbols, positions_bohr, grid: Grid, rho, charge: int = 0, spin: int = 0,
             smearing: float | None = None, refine: bool = True, steps: int = 1,
             mixing: float = 1.0, energy: bool = True) -> StepResult:
@@ -244,10 +238,6 @@ def ks_step(symbols, positions_bohr, grid: Grid, rho, charge: int = 0, spin: int
     check_density(rho, grid, symbols, charge, spin)
     if steps < 1 or not 0 < mixing <= 1:
         raise InputError(f"steps must be >= 1 and 0 < mixing <= 1, not {steps}, {mixing}")
-    if _mixed_openmp():
-        return _run_in_fresh_process(ks_step, symbols, positions_bohr, grid, rho, charge=charge,
-                                     spin=spin, smearing=smearing, refine=refine, steps=steps,
-                                     mixing=mixing, energy=energy)
     t0 = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing)
     h, s = mf.get_hcore(), mf.get_ovlp()
@@ -275,14 +265,11 @@ def ks_step(symbols, positions_bohr, grid: Grid, rho, charge: int = 0, spin: int
 # SCF from a start
 
 
+@isolated
 def run_scf(symbols, positions_bohr, grid: Grid, charge: int = 0, guess="minao",
             conv_tol: float = CONV_TOL, max_cycle: int = 100,
             smearing: float | None = None) -> SCFResult:
     """The labels' SCF from ``guess``: 'minao', 'atom', or a density matrix (nao, nao)."""
-    if _mixed_openmp():
-        return _run_in_fresh_process(run_scf, symbols, positions_bohr, grid, charge=charge,
-                                     guess=guess, conv_tol=conv_tol, max_cycle=max_cycle,
-                                     smearing=smearing)
     t0 = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing,
                     conv_tol=conv_tol)
@@ -319,8 +306,6 @@ def step_density(density, spin: int = 0, smearing: float | None = None, refine: 
 
 def refined(density, result: StepResult):
     """A new Density holding ρ₁ of ``result``, its meta saying so (energies in Hartree)."""
-    from rhosr.core.density import Density
-
     meta = dict(density.meta)
     steps = len(result.harris_history)
     meta.update({"refined": f"{steps} Kohn-Sham step(s), mixing {result.mixing:g} (rhosr.dft.physics)",
@@ -346,16 +331,13 @@ def summary(result: StepResult, refine: bool = False) -> dict:
     }
 
 
+@isolated
 def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
                      conv_tol: float = CONV_TOL, max_cycle: int = 100,
                      smearing: float | None = None, steps: int = 1,
                      mixing: float = 1.0) -> tuple[StepResult, SCFResult]:
     """The SCF started from D_last of :func:`ks_step` from ``rho`` (one process)."""
     check_density(rho, grid, symbols, charge, 0)
-    if _mixed_openmp():
-        return _run_in_fresh_process(scf_from_density, symbols, positions_bohr, grid, rho,
-                                     charge=charge, conv_tol=conv_tol, max_cycle=max_cycle,
-                                     smearing=smearing, steps=steps, mixing=mixing)
     step = ks_step(symbols, positions_bohr, grid, rho, charge=charge, smearing=smearing,
                    refine=False, steps=steps, mixing=mixing, energy=False)
     scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=step.dm1,

@@ -31,16 +31,16 @@ the energy are unaffected; the correction is only printed, never applied).
 from __future__ import annotations
 
 import math
-import os
 import time
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from rhosr._version import __version__ as rhosr_version
 from rhosr.core.elements import LABEL_BASIS, PSEUDOPOTENTIAL, standard_symbol, valence_charge
 from rhosr.core.grid import DFT_CUTOFF_HARTREE, Grid
-from rhosr.labels.orbitals import BRICK, DENSITY_EPS, DENSITY_MAX_BYTES, cart_powers
+from rhosr.dft.isolation import isolated, thread_limit
+from rhosr.labels.orbitals import BRICK, DENSITY_EPS, DENSITY_MAX_BYTES, cart_powers, density_on_grid
 
 XC = "PBE"
 #: Default SCF energy convergence (Hartree).
@@ -100,8 +100,6 @@ class DFTResult:
 
 def versions() -> dict:
     import pyscf
-
-    from rhosr._version import __version__ as rhosr_version
 
     return {"pyscf": pyscf.__version__, "numpy": np.__version__, "rhosr": rhosr_version}
 
@@ -200,77 +198,6 @@ def make_scf(cell, spin: int = 0, smearing: float | None = None, conv_tol: float
     return mf
 
 
-def _mixed_openmp() -> bool:
-    """True when two OpenMP runtimes are loaded (PySCF's and torch's libgomp).
-
-    Importing torch after PySCF loads a second libgomp; PySCF's threaded
-    kernels then give wrong results (SCF that never converges), and limiting
-    threads at run time does not help.  In that case :func:`run_dft` runs in a
-    fresh process.  ``rhosr generate`` workers never import torch.
-    """
-    try:
-        with open("/proc/self/maps") as fh:
-            libs = {line.split()[-1] for line in fh if "libgomp" in line}
-    except OSError:  # not Linux
-        return False
-    return len({os.path.realpath(p) for p in libs}) > 1
-
-
-_FRESH_POOL = None
-
-
-def die_with_parent() -> None:
-    """Worker initializer: the kernel ends this process when its parent dies (Linux)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 -- not Linux: the worker ends when its pipe closes
-        pass
-
-
-def _run_in_fresh_process(fn, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in a spawned interpreter that has not loaded torch.
-
-    The interpreter is started once per process and reused by later calls (PySCF's
-    import and start-up are paid once); it ends with the calling process.
-    """
-    global _FRESH_POOL
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    if _FRESH_POOL is None:
-        _FRESH_POOL = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
-                                          initializer=die_with_parent)
-    try:
-        return _FRESH_POOL.submit(fn, *args, **kwargs).result()
-    except BrokenProcessPool:  # the worker died (killed, out of memory): start afresh next time
-        _FRESH_POOL = None
-        raise
-
-
-@contextmanager
-def _thread_limit(threads: int | None):
-    """Limit PySCF's OpenMP threads (and BLAS too when threadpoolctl is installed)."""
-    if threads is None:
-        yield
-        return
-    from pyscf import lib
-
-    threads = max(1, int(threads))
-    with ExitStack() as stack:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # OpenMP only; BLAS keeps its own setting
-            pass
-        else:
-            stack.enter_context(threadpool_limits(limits=threads))
-        stack.enter_context(lib.with_omp_threads(threads))
-        yield
-
-
 def _occupied_orbitals(mo_coeff, mo_occ) -> np.ndarray:
     """Orbital columns scaled by sqrt(occupation): ρ = Σ_i |(AO · C)_i|²."""
     mo_coeff = np.asarray(mo_coeff)
@@ -324,6 +251,7 @@ def _label_density(cell, grid: Grid, mf, timings: dict) -> np.ndarray:
     return rho
 
 
+@isolated
 def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             smearing: float | None = None, conv_tol: float = CONV_TOL, max_cycle: int = 100,
             threads: int | None = None, verbose: int = 0, density: bool = True,
@@ -359,10 +287,6 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
     Never raises for a failed calculation: returns ``converged=False``,
     ``density=None`` and a ``reason``.
     """
-    if _mixed_openmp():
-        return _run_in_fresh_process(run_dft, symbols, positions_bohr, grid, charge=charge, spin=spin,
-                                     smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle,
-                                     threads=threads, verbose=verbose, density=density, dm0=dm0)
     t_start = time.perf_counter()
     timings = {"scf": 0.0, "density": 0.0}
     nelectron = 0
@@ -380,7 +304,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
         problem = _input_problem(pos, grid, nelectron, charge, spin)
         if problem:
             return failed(problem)
-        with _thread_limit(threads):
+        with thread_limit(threads):
             t0 = time.perf_counter()
             cell = build_cell(symbols, pos, grid, charge=charge, spin=spin, verbose=verbose)
             mf = make_scf(cell, spin=spin, smearing=smearing, conv_tol=conv_tol,
@@ -452,8 +376,6 @@ def evaluate_density(cell, grid: Grid, mo_coeff, mo_occ, eps: float = DENSITY_EP
     does the point-wise evaluation (see there).  ``mo_coeff``, ``mo_occ``: RKS
     2D/1D or UKS 3D/2D arrays.  Returns (nx, ny, nz) float64, e/bohr³.
     """
-    from rhosr.labels.orbitals import density_on_grid
-
     lat = cell.lattice_vectors()
     if np.abs(lat - np.diag(np.diag(lat))).max() > 1e-10 or \
             np.abs(np.diag(lat) - np.asarray(grid.cell)).max() > 1e-8:

@@ -144,6 +144,15 @@ def predict_molecule(mol: Molecule, net, *, model_name: str = "", device="cpu",
     return Density(rho, fine, tuple(mol.symbols), pos, int(mol.charge), meta)
 
 
+def density_predictor(model="default", threads: int | None = 1):
+    """``mol -> predicted fine-mesh density`` on the CPU with ``threads`` torch threads
+    (one beside ``rhosr generate``'s workers): the start of ``--guess rhosr``."""
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    net, name = resolve_model(model, "cpu")
+    return lambda mol: predict_molecule(mol, net, model_name=name, device="cpu").values
+
+
 def unseen_by(net, mol: Molecule) -> dict:
     """What of ``mol`` the network's training data never held: ``{"elements": [...],
     "charges": [...]}`` with the non-empty entries only; {} when all was seen or the

@@ -29,8 +29,6 @@ import hashlib
 import io
 import json
 import re
-import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -38,17 +36,13 @@ import numpy as np
 
 from rhosr._version import __version__
 from rhosr.core.files import atomic_path
-from rhosr.core.units import BOHR
 from rhosr.errors import BankError
-from rhosr.labels.orbitals import cache_path
 from rhosr.labels.store import (
     META_NAME,
     Record,
     Store,
     attach_density,
     check_record,
-    mo_spin,
-    record_attrs,
     record_from_attrs,
 )
 
@@ -63,7 +57,7 @@ SHARD_TARGET_BYTES = 16 * 1000**2
 THEORY_KEYS = ("code", "xc", "basis", "pseudo", "ke_cutoff_hartree", "mesh", "cell",
                "conv_tol", "smearing")
 _ARRAYS = ("symbols", "positions", "cell", "fine_mesh", "mo_coeff", "mo_occ", "mo_spin")
-_MANIFEST = re.compile(r"^add-(\d{6})\.json$")
+MANIFEST_NAME = re.compile(r"^add-(\d{6})\.json$")
 
 
 def theory_signature(level_of_theory: dict) -> dict:
@@ -212,7 +206,7 @@ class Bank(_Listing):
     def _read_manifests(self) -> list[dict]:
         out = []
         for p in sorted(self.path.glob("add-*.json")):
-            if not _MANIFEST.match(p.name):
+            if not MANIFEST_NAME.match(p.name):
                 continue
             try:
                 out.append(json.loads(p.read_text()))
@@ -275,7 +269,7 @@ class Bank(_Listing):
                     if mol_id in seen:
                         problems.append(f"{mol_id}: in {seen[mol_id]} and {shard['file']}")
                     seen[mol_id] = shard["file"]
-                    problems += _check_theory(self, _record_from_arrays(mol_id, arrays))
+                    problems += check_theory(self, _record_from_arrays(mol_id, arrays))
         return problems
 
 
@@ -291,7 +285,7 @@ def _record_from_arrays(mol_id: str, arrays: dict) -> Record:
         mo_coeff=a["mo_coeff"], mo_occ=a["mo_occ"], mo_spin=a["mo_spin"])
 
 
-def _check_theory(bank: Bank, rec: Record) -> list[str]:
+def check_theory(bank: Bank, rec: Record) -> list[str]:
     want = bank.meta.get("level_of_theory", {})
     got = theory_signature(rec.level_of_theory)
     diff = [k for k in THEORY_KEYS if got.get(k) != want.get(k)]
@@ -306,234 +300,18 @@ def _check_theory(bank: Bank, rec: Record) -> list[str]:
 # adding
 
 
-def _check_orbital_record(rec: Record) -> None:
+def check_orbital_record(rec: Record) -> None:
     check_record(rec)
     if not rec.has_orbitals:
         raise BankError(f"{rec.id}: not an orbital record (no mo_coeff): a bank keeps orbitals; "
                         "relabel it with this version of `rhosr generate`")
 
 
-def record_arrays(rec: Record) -> dict:
-    """The shard members of one orbital record."""
-    _check_orbital_record(rec)
-    return {
-        f"{rec.id}/meta": np.array(json.dumps(record_attrs(rec))),
-        f"{rec.id}/symbols": np.array(rec.symbols, dtype="U3"),
-        f"{rec.id}/positions": np.asarray(rec.positions, dtype=np.float64),
-        f"{rec.id}/cell": np.asarray(rec.cell, dtype=np.float64),
-        f"{rec.id}/fine_mesh": np.asarray(rec.fine_mesh, dtype=np.int64),
-        f"{rec.id}/mo_coeff": np.asarray(rec.mo_coeff, dtype=np.float32),
-        f"{rec.id}/mo_occ": np.asarray(rec.mo_occ, dtype=np.float64),
-        f"{rec.id}/mo_spin": mo_spin(rec),
-    }
-
-
-def _pack(records: list[Record]) -> list[list[dict]]:
-    """Records' arrays grouped into shards of about :data:`SHARD_TARGET_BYTES`."""
-    groups, current, size = [], [], 0
-    for rec in records:
-        arrays = record_arrays(rec)
-        nbytes = sum(a.nbytes for a in arrays.values())
-        if current and size + nbytes > SHARD_TARGET_BYTES:
-            groups.append(current)
-            current, size = [], 0
-        current.append(arrays)
-        size += nbytes
-    if current:
-        groups.append(current)
-    return groups
-
-
-def _write_shard(path: Path, group: list[dict]) -> dict:
-    merged = {k: v for arrays in group for k, v in arrays.items()}
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **merged)
-    nbytes = path.stat().st_size
-    if nbytes > MAX_SHARD_BYTES:
-        path.unlink()
-        raise BankError(f"{path.name}: {nbytes} bytes exceeds the shard limit {MAX_SHARD_BYTES}")
-    ids = [k[:-5] for k in merged if k.endswith("/meta")]
-    return {"file": path.name, "bytes": nbytes, "sha256": sha256_file(path), "ids": ids}
-
-
-def remove_orphans(bank: Bank) -> list[str]:
-    """Delete shard files no manifest lists (left by a killed add); returns their names."""
-    listed = set(bank._shard_info)
-    gone = []
-    for p in bank.path.glob("add-*.npz"):
-        if p.name not in listed:
-            p.unlink()
-            gone.append(p.name)
-    for p in bank.path.glob(".add-*.tmp"):
-        p.unlink()
-        gone.append(p.name)
-    return gone
-
-
-def add_records(bank_path, records: list[Record], new_only: bool = False, source: str = "",
-                level_of_theory: dict | None = None, note: str = "") -> dict:
-    """Append ``records`` to the bank at ``bank_path`` (created if missing).
-
-    Refuses (raises :class:`BankError`, writes nothing) a record of another
-    level of theory, a record without orbitals, and an id already in the bank
-    or given twice -- unless ``new_only``, which skips ids the bank holds.
-    ``source`` and ``note`` (how the records were made) go into the add's
-    manifest.  Returns the manifest (``file`` None and ``added`` 0 when
-    nothing was new).
-    """
-    if not is_bank(bank_path):
-        if not records:
-            raise BankError(f"{bank_path}: no records to start a bank with")
-        Bank.create(bank_path, level_of_theory or records[0].level_of_theory)
-    bank = Bank(bank_path)
-    remove_orphans(bank)
-    records = _admissible(bank, records, new_only)
-    if not records:
-        return {"file": None, "added": 0, "shards": []}
-    number = 1 + max([int(_MANIFEST.match(p.name).group(1)) for p in bank.path.glob("add-*.json")
-                      if _MANIFEST.match(p.name)], default=0)
-    shards = []
-    for k, group in enumerate(_pack(records)):
-        shards.append(_write_shard(bank.path / f"add-{number:06d}-{k:02d}.npz", group))
-    manifest = {"format": FORMAT, "add": number, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                           time.gmtime()),
-                "source": source, "note": note, "added": len(records), "shards": shards}
-    manifest["file"] = _write_manifest(bank.path / f"add-{number:06d}.json", manifest)
-    return manifest
-
-
-def _write_manifest(path: Path, manifest: dict) -> str:
-    """Write an add's manifest atomically: the add's commit point."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(manifest, indent=1) + "\n")
-    return path.name
-
-
-def _admissible(bank: Bank, records: list[Record], new_only: bool) -> list[Record]:
-    out, seen = [], set()
-    for rec in records:
-        if rec.id in seen:
-            raise BankError(f"{rec.id}: given twice in this add")
-        seen.add(rec.id)
-        if rec.id in bank:
-            if new_only:
-                continue
-            raise BankError(f"{rec.id}: already in the bank ({bank.shard_of(rec.id)}); "
-                            "use --new-only to add only the ids the bank lacks")
-        if not rec.converged:
-            raise BankError(f"{rec.id}: SCF not converged; a bank keeps converged labels only")
-        problems = _check_theory(bank, rec)
-        if problems:
-            raise BankError(problems[0])
-        _check_orbital_record(rec)  # refused before anything is written
-        out.append(rec)
-    return out
-
-
 # --------------------------------------------------------------------------
 # sources: stores, banks, folders of orbital label files
-
-
-def read_label_file(path, level_of_theory: dict) -> Record:
-    """One orbital label file (``<id>.npz``: ``id``, ``source``, ``symbols``,
-    ``xyz_ang``, ``box_ang``, ``mesh``, ``charge``, ``spin``, ``energy``,
-    ``converged``, ``cycles``, ``seconds``, ``mo_occ``, ``mo_coeff``) as a record
-    of the given level of theory."""
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            f = {k: d[k] for k in d.files}
-        n = len(f["mo_occ"])
-        return Record(
-            id=str(f["id"]), source=str(f["source"]), symbols=tuple(str(s) for s in f["symbols"]),
-            positions=np.asarray(f["xyz_ang"], dtype=float) / BOHR,
-            cell=np.asarray(f["box_ang"], dtype=float) / BOHR,
-            fine_mesh=tuple(int(x) for x in f["mesh"]), charge=int(f["charge"]),
-            spin=int(f["spin"]), energy=float(f["energy"]), converged=bool(f["converged"]),
-            scf_iterations=int(f["cycles"]), seconds=float(f["seconds"]),
-            timings={"scf": float(f["seconds"])}, level_of_theory=dict(level_of_theory),
-            mo_coeff=np.asarray(f["mo_coeff"], dtype=np.float32), mo_occ=np.asarray(f["mo_occ"]),
-            mo_spin=np.zeros(n, dtype=np.int8))
-    except (OSError, ValueError, KeyError) as err:
-        raise BankError(f"{path}: not an orbital label file ({type(err).__name__}: {err})") from None
-
-
-def source_records(path, level_of_theory: dict | None = None) -> list[Record]:
-    """The records of a store, a bank, or a folder of orbital label files.
-
-    Label files carry no level of theory of their own: ``level_of_theory``
-    (required for them) is what their maker states.
-    """
-    path = Path(path)
-    if is_bank(path):
-        bank = Bank(path)
-        return [bank.read(i, density=False) for i in bank.ids()]
-    if (path / META_NAME).is_file():
-        store = Store(path)
-        return [store.read(i, density=False) for i in store.ids()]
-    files = sorted(path.glob("*.npz")) if path.is_dir() else []
-    if not files:
-        raise BankError(f"{path}: neither a store, a bank, nor a folder of orbital label files")
-    if level_of_theory is None:
-        raise BankError(f"{path}: label files need their level of theory stated (--theory)")
-    return [read_label_file(p, level_of_theory) for p in files]
 
 
 # --------------------------------------------------------------------------
 # expanding: every density evaluated into the cache
 
-_WORKER_BANKS: dict[str, Bank] = {}
 
-
-def _expand_one(bank_path: str, mol_id: str) -> tuple[str, float]:
-    bank = _WORKER_BANKS.get(bank_path)
-    if bank is None:
-        bank = _WORKER_BANKS[bank_path] = Bank(bank_path)
-    t0 = time.perf_counter()
-    bank.read(mol_id, density=True)
-    return mol_id, time.perf_counter() - t0
-
-
-def expand(bank, ids=None, workers: int = 1, progress: bool = True) -> dict:
-    """Evaluate (and cache) the densities of ``ids`` (default: all) of a bank.
-
-    ``workers`` processes share the cores (one BLAS thread each).  Returns
-    ``{"evaluated": n, "cached": n, "seconds": wall}``; already cached
-    densities are not evaluated again.
-    """
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    bank = bank if isinstance(bank, Bank) else Bank(bank)
-    ids = bank.ids() if ids is None else list(ids)
-    todo = []
-    for mol_id in ids:
-        path = cache_path(bank.read(mol_id, density=False))
-        if path is None or not path.is_file():
-            todo.append(mol_id)
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(todo), unit="mol", desc="expanding", disable=not progress,
-               file=sys.stderr)
-    if workers <= 1:
-        for mol_id in todo:
-            bank.read(mol_id, density=True)
-            bar.update(1)
-    else:
-        import multiprocessing as mp
-
-        saved = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        os.environ.update({v: "1" for v in saved})  # inherited by the spawned workers
-        try:
-            with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                for _ in pool.map(_expand_one, [str(bank.path)] * len(todo), todo, chunksize=4):
-                    bar.update(1)
-        finally:
-            for v, old in saved.items():
-                if old is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = old
-    bar.close()
-    return {"evaluated": len(todo), "cached": len(ids) - len(todo),
-            "seconds": time.perf_counter() - t0}

@@ -1,8 +1,8 @@
-"""Plain configuration of the networks and of training, without torch.
+"""Plain configuration of the networks, without torch.
 
-:class:`ModelConfig`, the presets and the training defaults live here so that
-``rhosr --help`` and the option parsers need not import torch; :mod:`rhosr.nn.nets`
-and :mod:`rhosr.training.loop` re-export them.
+:class:`ModelConfig` and the presets live here so that ``rhosr --help`` and the option
+parsers need not import torch (the options of training and their defaults:
+:mod:`rhosr.training.config`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from rhosr.core.sad import ELEMENT_CHANNELS
-from rhosr.nn.inputs import INPUTS
+from rhosr.nn.inputs import ELEMENT_CHANNELS, INPUTS
 
 ARCHS = ("srresnet", "sad-residual", "sad-unet")
 NORMS = ("none", "instance")
@@ -182,20 +181,3 @@ def make_config(preset_or_config=DEFAULT_PRESET, **overrides) -> ModelConfig:
     if unknown:
         raise ValueError(f"unknown model hyper-parameter(s) {unknown}; known: {sorted(known)}")
     return replace(base, **changes) if changes else base
-
-
-# --------------------------------------------------------------------------
-# training defaults (rhosr.training.loop)
-
-#: Learning rate of a fresh training, and of a fine-tuning (``init``): 3e-4 learned new
-#: elements and charges best in the freeze / learning-rate sweep of docs/benchmarks.md
-#: (1e-4 and 1e-3 were worse on validation).
-DEFAULT_LR = 1e-3
-DEFAULT_FINETUNE_LR = 3e-4
-#: Molecules per optimizer step when none is given: on a CPU one (more optimizer steps per
-#: minute learn fastest there: 1.738 % against 2.157 % validation NMAE for batch 2 after the
-#: same 90 minutes, docs/training-log.md); on a GPU four.
-DEFAULT_BATCH = {"cpu": 1, "cuda": 4}
-DEFAULT_VAL_EVERY = 200
-#: Steps of a run given neither ``steps`` nor ``minutes``.
-DEFAULT_STEPS = 1000

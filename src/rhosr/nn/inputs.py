@@ -9,7 +9,7 @@ call :func:`features`, so a model sees the same input wherever it runs:
   coarse mesh (the network input) and on the fine mesh (read by the SAD-correcting
   networks, which predict a correction to it);
 - for ``ModelConfig.inputs == "sad+elements"``, six more coarse channels: the SAD of
-  the H, C, N, O, F atoms and of all other atoms (:func:`rhosr.core.sad.element_parts`).
+  the H, C, N, O, F atoms and of all other atoms (:func:`rhosr.nn.inputs.element_parts`).
 
 The fine mesh is the coarse one refined ``UPSAMPLE`` times per axis (same origin), so
 coarse point ``i`` is fine point ``2i``; the cube symmetries and coarse shifts of
@@ -29,8 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rhosr.core.elements import standard_symbol
 from rhosr.core.grid import UPSAMPLE, Grid
-from rhosr.core.sad import VARIANTS, element_parts, sad_density
+from rhosr.core.sad import sad_density
+from rhosr.core.sadatoms import VARIANTS
+
+#: Elements with a channel of their own in :func:`element_parts` (the rest share one).
+ELEMENT_CHANNELS = ("H", "C", "N", "O", "F")
+
 
 #: What a network can read besides the SAD (``ModelConfig.inputs``).
 INPUTS = ("sad", "sad+elements")
@@ -103,3 +109,23 @@ def normalize_density(rho, n_electrons: float, dv_bohr3: float) -> np.ndarray:
     rho = np.clip(np.asarray(rho, dtype=np.float64), 0.0, None)
     total = float(rho.sum(dtype=np.float64)) * dv_bohr3
     return rho * (float(n_electrons) / total) if total > 0 else rho
+
+
+def element_parts(symbols, positions_bohr, grid: Grid, variant: str = "paper",
+                  dtype=np.float32) -> np.ndarray:
+    """The SAD split by element: ``(len(ELEMENT_CHANNELS) + 1, *grid.mesh)``, e/bohr³.
+
+    Channel k holds the (neutral) SAD of the atoms of element ``ELEMENT_CHANNELS[k]``
+    (H, C, N, O, F), the last one that of every other atom; zeros where the
+    molecule has none.  Each part is normalised like :func:`sad_density` of its
+    atoms alone."""
+    symbols = [standard_symbol(s) for s in symbols]
+    pos = np.asarray(positions_bohr, dtype=np.float64).reshape(-1, 3)
+    out = np.zeros((len(ELEMENT_CHANNELS) + 1,) + tuple(grid.mesh), dtype=dtype)
+    channel = [ELEMENT_CHANNELS.index(s) if s in ELEMENT_CHANNELS else len(ELEMENT_CHANNELS)
+               for s in symbols]
+    for k in sorted(set(channel)):
+        members = [i for i, c in enumerate(channel) if c == k]
+        out[k] = sad_density([symbols[i] for i in members], pos[members], grid,
+                             variant=variant, dtype=dtype)
+    return out

@@ -38,30 +38,37 @@ def versions() -> dict:
     }
 
 
-def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically (temp file + ``os.replace``).
+def model_record(config: ModelConfig, state_dict: dict, extra: dict | None = None) -> dict:
+    """The record a model file holds: ``{"format": "rhosr-model", "config": asdict(config),
+    "state_dict": ..., "extra": extra, "versions": ...}``, tensors copied to the CPU.
 
-    The file is ``torch.save`` of ``{"format": "rhosr-model", "config":
-    asdict(config), "state_dict": ..., "extra": extra, "versions": ...}``;
-    ``extra`` must be JSON-able (it is stored as its JSON round trip).
-    """
-    if not isinstance(getattr(model, "config", None), ModelConfig):
-        raise ValueError("model has no ModelConfig; build it with rhosr.nn.nets.build")
+    ``extra`` must be JSON-able (it is stored as its JSON round trip).  Training
+    checkpoints are this record with one more entry, ``training``
+    (:func:`rhosr.training.checkpoint.write_checkpoint`)."""
+    if not isinstance(config, ModelConfig):
+        raise ValueError("config must be a ModelConfig; build the model with rhosr.nn.nets.build")
     try:
         extra = json.loads(json.dumps({} if extra is None else extra, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"extra must be JSON-able: {exc}") from exc
     if not isinstance(extra, dict):
         raise ValueError("extra must be a dict")
-    record = {
+    return {
         "format": MODEL_FORMAT,
-        "config": asdict(model.config),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": asdict(config),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
         "extra": extra,
         "versions": versions(),
     }
+
+
+def save_model(path, model: DensityNet, extra: dict | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically (temp file + ``os.replace``): the
+    :func:`model_record` of its config, weights and ``extra``."""
+    if not isinstance(getattr(model, "config", None), ModelConfig):
+        raise ValueError("model has no ModelConfig; build it with rhosr.nn.nets.build")
     path = Path(path)
-    atomic_torch_save(record, path)
+    atomic_torch_save(model_record(model.config, model.state_dict(), extra), path)
     return path
 
 

@@ -1,4 +1,10 @@
-"""Training samples from a store: SAD input, DFT target, cube symmetries, shifts, crops.
+"""Training samples from a store: SAD input, DFT target, cube symmetries, shifts, crops;
+and which molecules of a store train and which validate.
+
+Selection (:func:`training_ids`): QM9 ids follow the standard split and ids that name
+their split (``S-val-003``) that split; other ids validate when a hash of the id falls
+in ``val_fraction`` (:mod:`rhosr.core.splits`), and all of them train when a separate
+validation store is given.  Glob patterns (``ids``, ``val_ids``) narrow either list.
 
 Per molecule a sample holds (torch tensors, float32 unless stated)::
 
@@ -34,12 +40,16 @@ points (``interior``) have outputs that see no wrapped-around input when
 
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 import torch
 
 from rhosr.core.grid import UPSAMPLE
-from rhosr.nn.inputs import ModelInputs, features
+from rhosr.core.splits import select_ids, split_of_id
 from rhosr.core.symmetry import IDENTITY, apply_shift, apply_symmetry, periodic_window, random_augmentation
+from rhosr.errors import InputError
+from rhosr.nn.inputs import ModelInputs, features
 
 # --------------------------------------------------------------------------
 # array functions (numpy arrays or torch tensors; the last 3 axes are x, y, z)
@@ -47,6 +57,37 @@ from rhosr.core.symmetry import IDENTITY, apply_shift, apply_symmetry, periodic_
 
 # --------------------------------------------------------------------------
 # train / validation selection
+
+
+def matching_ids(ids, patterns) -> list[str]:
+    """The ids that match one of the glob patterns (all ids when ``patterns`` is empty)."""
+    if not patterns:
+        return list(ids)
+    return [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in patterns)]
+
+
+def split_store(store, val_store, val_fraction) -> tuple[list[str], list[str]]:
+    """(training ids, validation ids) of a store: QM9 ids and ids that name their split
+    by that split, other ids by a hash (``val_fraction`` validate).  With an explicit
+    ``val_store`` every non-QM9 record of ``store`` trains and ``val_store``'s records
+    (but its 'test' ones) validate."""
+    ids = store.ids()
+    if val_store is None:
+        return select_ids(ids, "train", val_fraction), select_ids(ids, "val", val_fraction)
+    train_ids = [i for i in ids if (split_of_id(i) or "train") == "train"]
+    val_ids = [i for i in val_store.ids() if split_of_id(i) != "test"]
+    both = sorted(set(train_ids) & set(val_ids))
+    if both:
+        raise InputError(f"{len(both)} molecule(s) are in both the training and the "
+                         f"validation store, e.g. {both[0]}")
+    return train_ids, val_ids
+
+
+def training_ids(store, val_store, val_fraction, patterns=(), val_patterns=()):
+    """(training ids, validation ids) of :func:`split_store`, each kept to the ids that
+    match its glob patterns (``ids`` and ``val_ids`` of a training run)."""
+    train_ids, val_ids = split_store(store, val_store, val_fraction)
+    return matching_ids(train_ids, patterns), matching_ids(val_ids, val_patterns)
 
 
 # --------------------------------------------------------------------------
