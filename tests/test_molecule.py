@@ -203,3 +203,10 @@ def test_group_of_id_and_group_summary():
         "S": {"n": 2, "mean_nmae_percent": 3.0, "mean_sad_nmae_percent": 12.0},
         "qm9": {"n": 1, "mean_nmae_percent": 1.0, "mean_sad_nmae_percent": 12.0},
         "other": {"n": 1, "mean_nmae_percent": 3.0, "mean_sad_nmae_percent": 9.0}}
+
+
+def test_qm9_geometries_with_bare_decimal_points():
+    """qm9pack writes some coordinates as '0.' or '1.' (not JSON): acetylene, qm9:4."""
+    mol = load_molecule("qm9:4")
+    assert mol.symbols == ("C", "C", "H", "H") and np.isfinite(mol.positions).all()
+    assert abs(np.linalg.norm(mol.positions[0] - mol.positions[1]) - 1.2 * 1.8897) < 0.1

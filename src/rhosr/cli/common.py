@@ -1,5 +1,5 @@
 """Helpers shared by the ``rhosr`` subcommand modules (formatter, structure
-options, output paths, sidecars).  It imports no subcommand module, so
+options, output paths, sidecars, density files and references).  It imports no subcommand module, so
 ``cli.py`` and the ``cli_*`` modules depend on it and never on each other."""
 
 from __future__ import annotations
@@ -71,3 +71,54 @@ def model_file(arg: str, option: str) -> str:
     if not Path(arg).is_file():
         raise InputError(f"{option} {arg}: no such file (or 'default', the bundled model)")
     return str(arg)
+
+
+def read_density_arg(path: str):
+    """The density file named on the command line; InputError when it is missing or unreadable."""
+    from rhosr.core.density import read_density
+    from rhosr.errors import InputError
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return read_density(path)
+    except (ValueError, OSError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read a density ({' '.join(str(exc).split())})") from None
+
+
+def density_id(path: str, density) -> str:
+    """The molecule id of a density file: its metadata, else the file name."""
+    return str(density.meta.get("id") or Path(path).name.split(".")[0])
+
+
+def reference_reader(spec: str | None, ids: list[str]):
+    """Check ``--reference`` against the molecule ids before any work; return a function
+    id -> reference Density (None without a reference), which reads a store's record only
+    when asked, so that many inputs do not hold all their references at once."""
+    from rhosr.errors import InputError
+
+    if spec is None:
+        return lambda mol_id: None
+    if not Path(spec).is_dir():
+        ref = read_density_arg(spec)
+        return lambda mol_id: ref
+    from rhosr.core.density import record_density
+    from rhosr.errors import StoreError
+    from rhosr.labels.bank import open_labels
+
+    try:
+        store = open_labels(spec)
+    except StoreError as exc:
+        raise InputError(f"--reference: {exc}") from None
+
+    def read(mol_id: str, density: bool = True):
+        if mol_id not in store:
+            raise InputError(f"--reference {spec}: no record of {mol_id} in this store")
+        try:
+            return store.read(mol_id, density)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"--reference {spec}: {' '.join(str(exc).split())}") from None
+
+    for mol_id in ids:  # every record there and readable (without its density) before any work
+        read(mol_id, density=False)
+    return lambda mol_id: record_density(read(mol_id))

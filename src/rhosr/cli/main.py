@@ -318,10 +318,12 @@ from rhosr.cli.bank import add_bank, run_bank  # noqa: E402
 from rhosr.cli.physics import add_energy, add_scf, run_energy, run_scf  # noqa: E402
 from rhosr.cli.predict import add_plot, add_predict, run_plot, run_predict  # noqa: E402
 from rhosr.cli.train import add_evaluate, add_train, run_evaluate, run_train  # noqa: E402
+from rhosr.cli.view import add_view, run_view  # noqa: E402
 
 COMMANDS = {
     "predict": (add_predict, run_predict),
     "plot": (add_plot, run_plot),
+    "view": (add_view, run_view),
     "sad": (_add_sad, _run_sad),
     "generate": (_add_generate, _run_generate),
     "export": (_add_export, _run_export),

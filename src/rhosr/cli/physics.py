@@ -32,6 +32,23 @@ def add_step_options(p) -> None:
                    help="after each step rho <- rho + mixing (rho_out - rho)")
 
 
+def add_refine_options(p) -> None:
+    """--tol, --max-steps, --steps and --mixing of the refinement (rhosr.dft.refine)."""
+    from rhosr.dft.refine import REFINE_MAX_STEPS, REFINE_MIXING, REFINE_TOL
+
+    p.add_argument("--tol", type=float, default=REFINE_TOL,
+                   help="stop when the density changes by at most this much in a step, "
+                        "||rho_out - rho_in||_1 / N (1e-3: 0.1 %%, ~0.03 %% NMAE)")
+    p.add_argument("--max-steps", type=int, default=REFINE_MAX_STEPS,
+                   help="at most this many steps; not converged by then: said in the summary "
+                        "and JSON (refine_converged false), the best iterate returned")
+    p.add_argument("--steps", type=int, default=None,
+                   help="exactly this many steps, whatever the residual (instead of --tol)")
+    p.add_argument("--mixing", type=float, default=REFINE_MIXING,
+                   help="Pulay mixing: the next input is the Pulay combination of the inputs "
+                        "plus this times their residuals")
+
+
 def add_energy(sub) -> None:
     p = sub.add_parser(
         "energy", formatter_class=Formatter,

@@ -24,7 +24,7 @@ def _stem(path: Path) -> str:
 
 def add_predict(sub) -> None:
     from rhosr.cli.common import STRUCTURE_HELP, Formatter, add_structure_options
-    from rhosr.cli.physics import add_step_options
+    from rhosr.cli.physics import add_refine_options
 
     p = sub.add_parser(
         "predict", formatter_class=Formatter,
@@ -46,6 +46,9 @@ def add_predict(sub) -> None:
     p.add_argument("--symmetrize", action="store_true",
                    help="average over the 48 cube symmetries (48x slower); reports the spread")
     p.add_argument("--png", action="store_true", help="also write <id>.png (slices) beside the output")
+    p.add_argument("--html", action="store_true",
+                   help="also write <id>.html beside the output: the 3D page of `rhosr view` "
+                        "(density, rho - SAD and, with --reference, rho - rho_ref)")
     p.add_argument("--reference", default=None, metavar="REF",
                    help="DFT density to compare with: a density file or store record (one input), "
                         "or a label store (the record of each input's id); adds the NMAE to the "
@@ -54,24 +57,28 @@ def add_predict(sub) -> None:
                    help="activation memory budget; larger boxes run in tiles "
                         "(default: half the free memory of the device)")
     p.add_argument("--refine", action="store_true",
-                   help="write the density after Kohn-Sham steps on the prediction (PySCF, the "
-                        "labels' level of theory; closed shells; about one SCF cycle per step)")
-    add_step_options(p)
+                   help="write the density refined by Kohn-Sham iterations from the prediction "
+                        "(PySCF at the labels' level of theory, Pulay mixing of densities, one SCF "
+                        "cycle's cost per step; closed shells) until --tol or --max-steps")
+    add_refine_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_structure_options(p)
 
 
-def _refine(dens, mol, steps, mixing):
-    """The prediction after Kohn–Sham steps (rhosr.dft.physics; imports PySCF)."""
-    from rhosr.dft.physics import refined, step_density
+def _refine(dens, mol, args):
+    """The prediction refined towards the SCF (rhosr.dft.refine; imports PySCF)."""
+    from rhosr.dft.refine import refine, refined_density
 
     if mol.spin:
         raise InputError(f"{mol.id}: --refine needs a closed shell (spin 2S={mol.spin})")
-    return refined(dens, step_density(dens, steps=steps, mixing=mixing))
+    tol, steps = (0.0, args.steps) if args.steps is not None else (args.tol, args.max_steps)
+    res = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge,
+                 tol=tol, max_steps=steps, mixing=args.mixing)
+    return refined_density(dens, res)
 
 
 def run_predict(args) -> int:
-    from rhosr.cli.common import density_info, output_paths, sidecar
+    from rhosr.cli.common import density_info, output_paths, reference_reader, sidecar
     from rhosr.core.sources import load_molecules
     from rhosr.inference.predict import predict_molecule, resolve_device, resolve_model, unseen_warning
 
@@ -82,7 +89,7 @@ def run_predict(args) -> int:
     if args.reference is not None and len(mols) > 1 and not Path(args.reference).is_dir():
         raise InputError(f"--reference {args.reference}: a single file compares one input; give a "
                          f"label store to compare {len(mols)}")
-    reference_of = _reference_reader(args.reference, [m.id for m in mols])
+    reference_of = reference_reader(args.reference, [m.id for m in mols])
     device = resolve_device(args.device)
     net, name = resolve_model(args.model, device)
     paths = output_paths([m.id for m in mols], args.output, args.format)
@@ -97,7 +104,7 @@ def run_predict(args) -> int:
             dens = predict_molecule(mol, net, model_name=name, device=device,
                                     symmetrize=args.symmetrize, max_memory_gb=args.max_memory)
             if args.refine:
-                dens = _refine(dens, mol, args.steps, args.mixing)
+                dens = _refine(dens, mol, args)
             reference = reference_of(mol.id)
             if reference is not None:
                 dens.meta["reference_nmae_percent"] = 100 * _nmae(dens, reference, mol.id)
@@ -106,7 +113,8 @@ def run_predict(args) -> int:
             if args.format == "npy":
                 extra = {k: meta[k] for k in ("model", "device", "symmetrized", "tile", "spread_percent",
                                               "reference_nmae_percent", "refined",
-                                              "energy_harris_hartree", "energy_ks_hartree")
+                                              "refine_converged", "refine_steps", "refine_residual",
+                                              "energy_hartree")
                          if k in meta}
                 sidecar(path, density_info(mol, dens.grid, dens.positions, meta["electrons"],
                                              meta["seconds"], kind="refined" if args.refine
@@ -116,9 +124,11 @@ def run_predict(args) -> int:
             if "spread_percent" in meta:
                 line += f", symmetry spread {meta['spread_percent']:.3f} %"
             if args.refine:
-                line += (f", refined by {args.steps} Kohn-Sham step(s), mixing {args.mixing:g} "
-                         f"({meta['refine_seconds']:.2f} s, E_Harris "
-                         f"{meta['energy_harris_hartree']:.6f} Ha)")
+                state = ("converged" if meta["refine_converged"] else
+                         "NOT converged, best iterate returned")
+                line += (f", refined: {meta['refine_steps']} step(s), residual "
+                         f"{100 * meta['refine_residual']:.3f} %, {state} ({meta['refine_seconds']:.2f} s "
+                         f"per molecule, E {meta['energy_hartree']:.6f} Ha)")
             if reference is not None:
                 line += f", NMAE {meta['reference_nmae_percent']:.3f} % vs reference"
             if meta.get("unseen"):
@@ -130,6 +140,12 @@ def run_predict(args) -> int:
                 line += f" -> {path}, {png.name}"
             else:
                 line += f" -> {path}"
+            if args.html:
+                from rhosr.viz.view import view_entry, view_page, write_page
+
+                page = write_page(path.with_name(_stem(path) + ".html"),
+                                  view_page([view_entry(dens, reference, title=mol.id)]))
+                line += f", {page.name}"
             say(line)
             if bar is not None:
                 bar.update()
@@ -156,54 +172,15 @@ def add_plot(sub) -> None:
                    help="reference on the same mesh: a density file or store record, or a label "
                         "store (the record named by each FILE's id)")
     p.add_argument("-o", "--output", default=None,
-                   help="PNG (one file) or directory (several); default <name>.png beside each file")
-
-
-def _read(path: str):
-    from rhosr.core.density import read_density
-
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        return read_density(path)
-    except (ValueError, OSError, KeyError) as exc:
-        raise InputError(f"{path}: cannot read a density ({' '.join(str(exc).split())})") from None
-
-
-def _id(path: str, density) -> str:
-    """The molecule id of a density file: its metadata, else the file name."""
-    return str(density.meta.get("id") or _stem(Path(path)))
-
-
-def _reference_reader(spec: str | None, ids: list[str]):
-    """Check ``--reference`` against the molecule ids before any work; return a function
-    id -> reference Density (None without a reference), which reads a store's record only
-    when asked, so that many inputs do not hold all their references at once."""
-    if spec is None:
-        return lambda mol_id: None
-    if not Path(spec).is_dir():
-        ref = _read(spec)
-        return lambda mol_id: ref
-    from rhosr.core.density import record_density
-    from rhosr.errors import StoreError
-    from rhosr.labels.bank import open_labels
-
-    try:
-        store = open_labels(spec)
-    except StoreError as exc:
-        raise InputError(f"--reference: {exc}") from None
-
-    def read(mol_id: str, density: bool = True):
-        if mol_id not in store:
-            raise InputError(f"--reference {spec}: no record of {mol_id} in this store")
-        try:
-            return store.read(mol_id, density)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"--reference {spec}: {' '.join(str(exc).split())}") from None
-
-    for mol_id in ids:  # every record there and readable (without its density) before any work
-        read(mol_id, density=False)
-    return lambda mol_id: record_density(read(mol_id))
+                   help="PNG (one file) or directory (several); default <name>.png beside each file "
+                        "(<name>.deformation.png with --deformation)")
+    p.add_argument("--deformation", action="store_true",
+                   help="instead of slices: the deformation density (density - SAD) in a plane "
+                        "through the molecule, contour lines, atoms and bonds; with --reference "
+                        "also reference - SAD and density - reference")
+    p.add_argument("--atoms", nargs=3, type=int, default=None, metavar=("I", "J", "K"),
+                   help="with --deformation: the plane through these three atoms, counted from 1 "
+                        "as in the structure file (default: the best-fitting molecular plane)")
 
 
 def _nmae(density, reference, what: str) -> float:
@@ -214,21 +191,37 @@ def _nmae(density, reference, what: str) -> float:
 
 
 def run_plot(args) -> int:
-    from rhosr.cli.common import output_paths
+    from rhosr.cli.common import density_id, output_paths, read_density_arg, reference_reader
     from rhosr.viz.plot import plot_density
 
-    densities = [_read(f) for f in args.files]
-    ids = [_id(f, d) for f, d in zip(args.files, densities)]
-    reference_of = _reference_reader(args.reference, ids)
+    if args.atoms is not None and not args.deformation:
+        raise InputError("--atoms chooses the plane of --deformation; add --deformation")
+    densities = [read_density_arg(f) for f in args.files]
+    ids = [density_id(f, d) for f, d in zip(args.files, densities)]
+    reference_of = reference_reader(args.reference, ids)
+    if args.deformation:  # every plane and fit checked before anything is written
+        from rhosr.viz.deformation import plane_of
+        from rhosr.viz.view import check_fits
+
+        for f, dens in zip(args.files, densities):
+            check_fits(dens, f)
+            plane_of(dens.positions, None if args.atoms is None else [i - 1 for i in args.atoms])
+    ext = "deformation.png" if args.deformation else "png"
     if args.output is None:
-        paths = [Path(f).with_name(_stem(Path(f)) + ".png") for f in args.files]
+        paths = [Path(f).with_name(f"{_stem(Path(f))}.{ext}") for f in args.files]
     else:
-        paths = output_paths([_stem(Path(f)) for f in args.files], args.output, "png")
+        paths = output_paths([_stem(Path(f)) for f in args.files], args.output, ext)
     for f, dens, path, mol_id in zip(args.files, densities, paths, ids):
         reference = reference_of(mol_id)
         line = f"{f} -> {path}"
         if reference is not None:
             line += f" (NMAE {100 * _nmae(dens, reference, f):.3f} %)"
-        plot_density(dens, path, reference=reference, title=_stem(Path(f)))
+        if args.deformation:
+            from rhosr.viz.deformation import plot_deformation
+
+            atoms = None if args.atoms is None else [i - 1 for i in args.atoms]
+            plot_deformation(dens, path, atoms=atoms, reference=reference, title=_stem(Path(f)))
+        else:
+            plot_density(dens, path, reference=reference, title=_stem(Path(f)))
         print(line)
     return 0

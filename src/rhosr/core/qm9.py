@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 from functools import lru_cache
 from pathlib import Path
@@ -88,7 +89,6 @@ def qm9_columns(*names: str, parts=None) -> Iterator[tuple]:
 
 def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]]:
     """{index: (symbols, positions in Å)} for the indices that qm9pack holds."""
-    import json
 
     wanted = set(int(i) for i in indices)
     if not wanted:
@@ -109,7 +109,8 @@ def qm9_geometries(indices: Sequence[int]) -> dict[int, tuple[tuple, np.ndarray]
         for index, element_text, xyz in qm9_columns("Index", "Elements", "XYZ_Ang", parts=[part]):
             idx = int(index)
             if idx in wanted:
-                found[idx] = (qm9_symbols(element_text), np.array(json.loads(xyz), dtype=float))
+                found[idx] = (qm9_symbols(element_text), np.array(ast.literal_eval(xyz), dtype=float))
+                # (a literal, not JSON: qm9pack writes numbers such as '0.')
             if idx >= hi or idx >= last:
                 break
     return found

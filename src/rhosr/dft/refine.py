@@ -1,0 +1,255 @@
+"""A convergent refinement of a predicted density: Kohn–Sham iterations with Pulay (DIIS)
+mixing of Fock matrices, from the prediction to the SCF's fixed point.
+
+Step 0 builds F[ρ_pred] from the predicted density on the fine mesh
+(:func:`rhosr.dft.physics.fock_terms`) and diagonalises it: D₁.  Step k ≥ 1 evaluates
+ρ_k = ρ[D_k] the fast way (multigrid's FFT route, the same mesh), builds F[ρ_k], adds
+(F_k, F_k D_k S − S D_k F_k) to PySCF's CDIIS, and diagonalises the extrapolated Fock
+matrix: D_{k+1}.  The residual of step k is the change of the density,
+``r_k = ‖ρ_k − ρ_{k−1}‖₁ / N`` (ρ_0 the prediction; N the electrons), i.e. the NMAE of
+one iterate against the last.  The iteration stops at ``r_k ≤ tol`` (converged) or after
+``max_steps``; it returns the iterate with the smallest residual (the last when it
+converged), its density evaluated point by point from its orbitals as the labels are
+(:func:`rhosr.dft.scf.evaluate_density`), E_KS of its density matrix and dipoles.
+
+Each step costs what an SCF cycle costs (one multigrid density, one potential, one
+diagonalisation); the cell, core Hamiltonian and overlap are built once.  The energy
+reported is E_KS[D] (variational at the fixed point, so it converges with D; the Harris
+energy of the prediction is step 0's).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from rhosr.core.density import Density
+from rhosr.core.grid import Grid
+from rhosr.dft.isolation import isolated
+from rhosr.dft.physics import check_density, dipole_debye, fock_terms, scf_object
+from rhosr.dft.scf import evaluate_density
+from rhosr.errors import InputError
+
+#: Default stopping rule of ``rhosr predict --refine`` (chosen on validation molecules,
+#: docs/benchmarks.md "Refinement"): ‖ρ_k − ρ_{k−1}‖₁ / N ≤ REFINE_TOL, at most
+#: REFINE_MAX_STEPS steps.
+REFINE_TOL = 1e-3
+REFINE_MAX_STEPS = 12
+REFINE_MIXING = 0.5
+
+
+@dataclass
+class RefineResult:
+    """Outcome of :func:`refine` (Hartree, debye, seconds)."""
+
+    density: np.ndarray | None
+    #: Hartree: the Harris energy of the returned iterate's input density ("pulay"), or
+    #: E_KS of its density matrix ("diis", "plain"); both equal E_SCF at the fixed point
+    energy: float
+    converged: bool
+    steps: int
+    best_step: int
+    residuals: list
+    dipole_debye: np.ndarray
+    dipole_refined_debye: np.ndarray | None
+    electrons: float
+    seconds: float
+    timings: dict = field(default_factory=dict)
+    #: per step: {"residual", "energy", "seconds"} (seconds since the start)
+    trace: list = field(default_factory=list)
+    mo_coeff: np.ndarray | None = None
+    mo_occ: np.ndarray | None = None
+    dm: np.ndarray | None = None
+
+
+def mesh_density(mf, dm) -> np.ndarray:
+    """ρ[D] on the multigrid mesh of ``mf`` (the fine mesh), e/bohr³: the fast route."""
+    rho = mf._numint.get_rho(mf.cell, dm, None)
+    return np.asarray(rho, dtype=np.float64).reshape(tuple(mf._numint.mesh))
+
+
+class _Solver:
+    """The state of one refinement: the SCF object, fixed matrices and DIIS."""
+
+    def __init__(self, mf, timings: dict):
+        self.mf, self.timings = mf, timings
+        t0 = time.perf_counter()
+        self.h, self.s = mf.get_hcore(), mf.get_ovlp()
+        self.e_nuc = mf.energy_nuc()
+        # PySCF loads here, not at import: `rhosr --help` reads this module's defaults
+        from pyscf.scf import diis as scf_diis
+
+        self.diis = scf_diis.CDIIS(mf)
+        self.diis.space = 8
+        self.diis.Corth = None
+        timings["setup"] += time.perf_counter() - t0
+
+    def fock(self, rho):
+        """F[ρ] and its terms (:func:`rhosr.dft.physics.fock_terms`)."""
+        t0 = time.perf_counter()
+        terms = fock_terms(self.mf, rho)
+        self.timings["fock"] += time.perf_counter() - t0
+        return self.h + terms["veff"], terms
+
+    def diagonalise(self, fock):
+        t0 = time.perf_counter()
+        mo_energy, mo_coeff = self.mf.eig(fock, self.s)
+        mo_occ = self.mf.get_occ(mo_energy, mo_coeff)
+        dm = self.mf.make_rdm1(mo_coeff, mo_occ)
+        self.timings["diagonalise"] += time.perf_counter() - t0
+        return dm, mo_coeff, mo_occ
+
+    def density(self, dm):
+        t0 = time.perf_counter()
+        rho = mesh_density(self.mf, dm)
+        self.timings["density"] += time.perf_counter() - t0
+        return rho
+
+    def extrapolate(self, fock, dm):
+        t0 = time.perf_counter()
+        out = self.diis.update(self.s, dm, fock)
+        self.timings["diis"] += time.perf_counter() - t0
+        return out
+
+
+#: Iterations of :func:`refine`: "pulay" (Pulay mixing of densities, the prediction the first
+#: input), "diis" (PySCF's CDIIS on Fock matrices from D₁), "plain" (no mixing).
+METHODS = ("pulay", "diis", "plain")
+
+
+@isolated
+def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
+           smearing: float | None = None, tol: float = REFINE_TOL,
+           max_steps: int = REFINE_MAX_STEPS, method: str = "pulay", mixing: float = REFINE_MIXING,
+           history: int = 6, pointwise: bool = True, keep_orbitals: bool = False,
+           callback=None) -> RefineResult:
+    """Refine ``rho`` (fine mesh, e/bohr³) towards the SCF's fixed point; see the module
+    docstring.  ``method``: :data:`METHODS`; ``mixing`` β and ``history`` (densities kept)
+    of the Pulay mixing.  ``pointwise=False`` skips the point-wise density of the result
+    (``density`` None), e.g. for an SCF start.  ``callback(step, mo_coeff, mo_occ,
+    trace_row)`` sees every iterate (benchmarks).  Closed shells only."""
+    check_density(rho, grid, symbols, charge, 0)
+    if max_steps < 1 or not tol >= 0 or method not in METHODS or not 0 < mixing <= 1:
+        raise InputError(f"refine: max steps >= 1, tol >= 0, method in {METHODS} and "
+                         f"0 < mixing <= 1, not {max_steps}, {tol}, {method!r}, {mixing}")
+    t_start = time.perf_counter()
+    timings = dict.fromkeys(("setup", "fock", "diagonalise", "density", "diis", "pointwise"), 0.0)
+    t0 = time.perf_counter()
+    mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing)
+    timings["setup"] += time.perf_counter() - t0
+    sol = _Solver(mf, timings)
+    nelec = float(np.sum(rho) * grid.dv)
+    iterate = _pulay if method == "pulay" else _fock_diis
+    trace, best = iterate(sol, np.asarray(rho, dtype=np.float64), grid.dv, nelec, tol, max_steps,
+                          method, mixing, history, callback, t_start)
+    return _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
+                   pointwise, keep_orbitals, converged=best[0] <= tol)
+
+
+def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, callback, t_start):
+    """Pulay mixing of densities: input ρ_in → F[ρ_in] → D → ρ_out; residual ρ_out − ρ_in;
+    the next input the Pulay combination of the inputs plus ``mixing`` × residuals."""
+    inputs, residuals, trace, best = [], [], [], None
+    for k in range(1, max_steps + 1):
+        fock, terms = sol.fock(rho_in)
+        dm, mo_coeff, mo_occ = sol.diagonalise(fock)
+        e_harris = _harris(sol, fock, dm, terms)
+        rho_out = sol.density(dm)
+        res = rho_out - rho_in
+        residual = float(np.abs(res).sum() * dv / nelec)
+        trace.append({"residual": residual, "energy": e_harris,
+                      "seconds": time.perf_counter() - t_start})
+        if callback is not None:
+            callback(k, mo_coeff, mo_occ, trace[-1])
+        if best is None or residual < best[0]:
+            best = (residual, k, e_harris, dm, mo_coeff, mo_occ)
+        if residual <= tol:
+            break
+        t0 = time.perf_counter()
+        inputs, residuals = (inputs + [rho_in])[-history:], (residuals + [res])[-history:]
+        rho_in = _pulay_next(inputs, residuals, mixing)
+        sol.timings["diis"] += time.perf_counter() - t0
+    return trace, best
+
+
+def _pulay_next(inputs, residuals, mixing):
+    """Σ c_i (ρ_i + β R_i) with Σ c_i = 1 minimising |Σ c_i R_i|²."""
+    n = len(residuals)
+    a = np.empty((n + 1, n + 1))
+    for i in range(n):
+        for j in range(i + 1):
+            a[i, j] = a[j, i] = float(np.vdot(residuals[i], residuals[j]))
+    a[n, :n] = a[:n, n] = 1.0
+    a[n, n] = 0.0
+    rhs = np.zeros(n + 1)
+    rhs[n] = 1.0
+    try:
+        c = np.linalg.solve(a, rhs)[:n]
+    except np.linalg.LinAlgError:
+        c = np.zeros(n)
+        c[-1] = 1.0
+    out = sum(ci * (x + mixing * r) for ci, x, r in zip(c, inputs, residuals))
+    return np.clip(out, 0.0, None)
+
+
+def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, callback, t_start):
+    """D₁ from F[ρ_pred], then ρ_k = ρ[D_k], F[ρ_k] and CDIIS ("diis") or not ("plain")."""
+    rho_prev = rho
+    fock, _ = sol.fock(rho_prev)
+    dm, mo_coeff, mo_occ = sol.diagonalise(fock)
+    trace, best = [], None
+    for k in range(1, max_steps + 1):
+        rho_k = sol.density(dm)
+        residual = float(np.abs(rho_k - rho_prev).sum() * dv / nelec)
+        fock, terms = sol.fock(rho_k)
+        e_ks = float(np.einsum("ij,ji->", dm, sol.h).real + terms["e_coul"] + terms["e_xc"]
+                     + sol.e_nuc)
+        trace.append({"residual": residual, "energy": e_ks, "seconds": time.perf_counter() - t_start})
+        if callback is not None:
+            callback(k, mo_coeff, mo_occ, trace[-1])
+        if best is None or residual < best[0]:
+            best = (residual, k, e_ks, dm, mo_coeff, mo_occ)
+        if residual <= tol:
+            break
+        rho_prev = rho_k
+        dm, mo_coeff, mo_occ = sol.diagonalise(sol.extrapolate(fock, dm) if method == "diis"
+                                               else fock)
+    return trace, best
+
+
+def _harris(sol, fock, dm, terms) -> float:
+    """Harris–Foulkes energy of an input density: its F, the terms of F and the D of F."""
+    return float(np.einsum("ij,ji->", dm, fock).real - terms["e_dc"] + terms["e_coul"]
+                 + terms["e_xc"] + sol.e_nuc)
+
+
+def _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
+            pointwise, keep_orbitals, converged) -> RefineResult:
+    residual, best_step, energy, dm, mo_coeff, mo_occ = best
+    density = None
+    if pointwise:
+        t0 = time.perf_counter()
+        density = evaluate_density(mf.cell, grid, mo_coeff, mo_occ)
+        timings["pointwise"] += time.perf_counter() - t0
+    return RefineResult(
+        density=density, energy=energy, converged=bool(converged),
+        steps=len(trace), best_step=best_step, residuals=[t["residual"] for t in trace],
+        dipole_debye=dipole_debye(symbols, positions_bohr, grid, rho),
+        dipole_refined_debye=None if density is None else dipole_debye(symbols, positions_bohr,
+                                                                       grid, density),
+        electrons=float(np.sum(mo_occ)), seconds=time.perf_counter() - t_start,
+        timings=timings, trace=trace, mo_coeff=mo_coeff if keep_orbitals else None,
+        mo_occ=mo_occ if keep_orbitals else None, dm=dm if keep_orbitals else None)
+
+
+def refined_density(density, result: RefineResult):
+    """A new Density holding the refined density of ``result``, its meta saying so."""
+    meta = dict(density.meta)
+    meta.update({"refined": f"{result.steps} Kohn-Sham step(s), Pulay mixing (rhosr.dft.refine)",
+                 "refine_converged": result.converged, "refine_steps": result.steps,
+                 "refine_residual": result.residuals[result.best_step - 1],
+                 "energy_hartree": result.energy, "refine_seconds": result.seconds})
+    values = np.asarray(result.density, dtype=density.values.dtype)
+    meta["electrons"] = float(values.sum(dtype=np.float64) * density.grid.dv)
+    return Density(values, density.grid, density.symbols, density.positions, density.charge, meta)

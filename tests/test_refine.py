@@ -1,0 +1,82 @@
+"""The refinement (rhosr.dft.refine): converges to the SCF's density and energy, stays stable on
+an ion, stops at --tol, and says when it did not converge."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rhosr.cli.main import main
+from rhosr.core.density import nmae
+from rhosr.core.grid import box_for
+from rhosr.core.sad import sad_density
+from rhosr.core.sources import load_molecule
+from rhosr.dft.refine import refine
+from rhosr.dft.scf import run_dft
+from rhosr.errors import InputError
+
+
+def _case(spec):
+    mol = load_molecule(spec)
+    _, fine, pos = box_for(mol.positions)
+    ref = run_dft(mol.symbols, pos, fine, charge=mol.charge, threads=2)
+    assert ref.converged
+    return mol, fine, pos, ref
+
+
+@pytest.fixture(scope="module")
+def ammonia():
+    return _case("smiles:N")
+
+
+def test_converges_to_the_scf_from_a_perturbed_start(ammonia):
+    mol, fine, pos, ref = ammonia
+    sad = sad_density(mol.symbols, pos, fine)
+    start = 0.7 * ref.density + 0.3 * sad
+    assert 100 * nmae(start, ref.density) > 1.0
+    for method in ("pulay", "diis"):
+        res = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=30, method=method)
+        assert res.converged and res.steps < 30
+        assert 100 * nmae(res.density, ref.density) <= 0.01
+        assert abs(res.energy - ref.energy) <= 1e-6
+        assert res.residuals[-1] <= 1e-7
+        assert set(res.timings) >= {"setup", "fock", "diagonalise", "density", "pointwise"}
+
+
+def test_tol_stops_early_and_max_steps_says_not_converged(ammonia):
+    mol, fine, pos, ref = ammonia
+    start = 0.7 * ref.density + 0.3 * sad_density(mol.symbols, pos, fine)
+    loose = refine(mol.symbols, pos, fine, start, tol=1e-2, max_steps=30)
+    tight = refine(mol.symbols, pos, fine, start, tol=1e-6, max_steps=30)
+    assert loose.converged and tight.converged
+    assert loose.steps < tight.steps
+    assert loose.residuals[-1] <= 1e-2 < max(loose.residuals[:-1], default=1.0)
+    one = refine(mol.symbols, pos, fine, start, tol=1e-9, max_steps=1)
+    assert not one.converged and one.steps == 1 and one.density is not None
+    with pytest.raises(InputError, match="max steps"):
+        refine(mol.symbols, pos, fine, start, max_steps=0)
+
+
+def test_stable_on_an_anion_from_the_sad():
+    mol, fine, pos, ref = _case("smiles:[OH-]")
+    start = sad_density(mol.symbols, pos, fine, charge=mol.charge)
+    before = 100 * nmae(start, ref.density)
+    res = refine(mol.symbols, pos, fine, start, charge=mol.charge, tol=1e-6, max_steps=30)
+    after = 100 * nmae(res.density, ref.density)
+    assert res.converged and after < 0.01 < before
+    assert abs(res.energy - ref.energy) <= 1e-6
+
+
+def test_cli_says_converged_or_not(tmp_path, capsys):
+    out = tmp_path / "nh3.npy"
+    assert main(["predict", "smiles:N", "--refine", "--max-steps", "1", "--tol", "1e-9",
+                 "-o", str(out), "--format", "npy"]) == 0
+    assert "NOT converged, best iterate returned" in capsys.readouterr().out
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["refine_converged"] is False and meta["refine_steps"] == 1
+    assert main(["predict", "smiles:N", "--refine", "-o", str(out), "--format", "npy"]) == 0
+    line = capsys.readouterr().out
+    assert "converged (" in line and "NOT" not in line
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["refine_converged"] is True and meta["refine_residual"] <= 1e-3
+    assert np.isfinite(meta["energy_hartree"])
