@@ -105,14 +105,17 @@ def test_api_equals_cli(tmp_path, capsys):
     np.testing.assert_allclose(row["dipole_debye"], step.dipole_debye, atol=1e-6)
     assert row["seconds"] > 0 and row["electrons"] == pytest.approx(8.0)
     assert "E_Harris" in capsys.readouterr().out
-    # refine: the written density is ρ₁ and the summary and sidecar say so
+    # predict --refine: the written density is rhosr.dft.refine's, and the summary and sidecar say so
+    from rhosr.dft.refine import refine
+
+    res = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge)
     out = tmp_path / "w.npy"
     assert main(["predict", "smiles:O", "--refine", "-o", str(out), "--format", "npy"]) == 0
-    assert f"refined by {physics.REFINE_STEPS} Kohn-Sham step(s)" in capsys.readouterr().out
-    np.testing.assert_allclose(np.load(out), step.density, rtol=0, atol=1e-6)
+    assert f"refined: {res.steps} step(s)" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(out), res.density, rtol=0, atol=1e-6)
     side = json.loads((tmp_path / "w.json").read_text())
-    assert side["kind"] == "refined" and side["energy_harris_hartree"] == pytest.approx(
-        step.energy_harris, abs=1e-8)
+    assert side["kind"] == "refined" and side["refine_converged"] is True
+    assert side["energy_hartree"] == pytest.approx(res.energy, abs=1e-8)
     js2 = tmp_path / "s.json"
     assert main(["scf", "smiles:O", "--guess", "minao", "--json", str(js2)]) == 0
     scf = json.loads(js2.read_text())[0]
