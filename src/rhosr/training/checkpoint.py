@@ -139,3 +139,16 @@ def slim_checkpoint(src, dst) -> int:
     tr.pop("optimizer", None)
     atomic_torch_save({**ckpt, "training": tr}, dst)
     return Path(dst).stat().st_size
+
+
+def best_weights(best_path, last_path, dst) -> str:
+    """Write the weights of the checkpoint ``best_path`` as a plain model file ``dst`` (no
+    training state) unless they are ``last_path``'s own (same step), in which case ``dst``
+    is removed; returns what was done (one line).  For the long run's committed state."""
+    best, last = read_checkpoint(best_path), read_checkpoint(last_path)
+    step = best["training"]["step"]
+    if step == last["training"]["step"]:
+        Path(dst).unlink(missing_ok=True)
+        return f"best = resume point (step {step})"
+    atomic_torch_save({k: v for k, v in best.items() if k != "training"}, dst)
+    return f"best.pt: step {step}, validation {best['training'].get('best_val_nmae_percent')} %"
