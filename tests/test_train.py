@@ -439,3 +439,22 @@ def test_constant_schedule_and_slim_resume_point(store, tmp_path):
     lrs = [float(r["lr"]) for r in rows]
     # the 200-step warm-up goes on across the resume: no restart, no decay
     np.testing.assert_allclose(lrs, lrs[0] * np.arange(1, 6), rtol=1e-9)
+
+
+def test_best_weights_travel_only_when_not_the_resume_points(store, tmp_path):
+    from rhosr.training.checkpoint import best_weights
+
+    run = tmp_path / "run"
+    train(store, run, preset="tiny", steps=2, batch=1, val_every=1, lr=1e-9, progress=False)
+    dst = tmp_path / "best.pt"
+    best, last = read_checkpoint(run / "best.pt"), read_checkpoint(run / "last.pt")
+    said = best_weights(run / "best.pt", run / "last.pt", dst)
+    if best["training"]["step"] == last["training"]["step"]:
+        assert not dst.exists() and "resume point" in said
+    else:
+        written = read_model_file(dst)
+        assert "training" not in written and "step 1" in said
+        _assert_same(written["state_dict"], best["state_dict"])
+    dst.write_bytes(b"stale")
+    best_weights(run / "last.pt", run / "last.pt", dst)  # the same step: nothing travels
+    assert not dst.exists()
