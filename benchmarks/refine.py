@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.core.grid import box_for  # noqa: E402
+from rhosr.core.molecule import valence_electrons  # noqa: E402
 from rhosr.core.splits import group_of_id, split_of_id  # noqa: E402
 from rhosr.core.sources import load_molecules  # noqa: E402
 from rhosr.labels.bank import open_labels  # noqa: E402
@@ -83,16 +84,10 @@ def predict_all(rows, folder: Path) -> None:
         with torch.no_grad():
             t0 = time.perf_counter()
             f = features(row["symbols"], np.asarray(row["positions"]), grid, row["charge"], spec)
-            n_e = sum(_valence(s) for s in row["symbols"]) - row["charge"]
+            n_e = valence_electrons(row["symbols"]) - row["charge"]
             rho, _ = predict_arrays(net, f.coarse, f.sad_fine, n_e, grid.dv, device="cpu")
             row["predict_seconds"] = time.perf_counter() - t0
         np.save(folder / f"{row['key']}.npy", rho)
-
-
-def _valence(symbol) -> int:
-    from rhosr.core.elements import valence_charge
-
-    return valence_charge(symbol)
 
 
 def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> dict:

@@ -208,6 +208,13 @@ def dipole_debye(symbols, positions_bohr, grid: Grid, rho) -> np.ndarray:
     return (nuclear - electronic) * AU_TO_DEBYE
 
 
+def harris_energy(dm, fock, terms: dict, e_nuc: float) -> float:
+    """Harris–Foulkes energy (Hartree) of an input density ρ: ``fock`` = F[ρ] and its
+    ``terms`` (:func:`fock_terms`), ``dm`` the density matrix of F's orbitals."""
+    return (float(np.einsum("ij,ji->", dm, fock).real) - terms["e_dc"] + terms["e_coul"]
+            + terms["e_xc"] + e_nuc)
+
+
 def _diagonalise(mf, h, s, rho):
     """D, orbital energies, coefficients and occupations of F[ρ], and the Harris energy."""
     terms = fock_terms(mf, rho)
@@ -215,9 +222,7 @@ def _diagonalise(mf, h, s, rho):
     mo_energy, mo_coeff = mf.eig(fock, s)
     mo_occ = mf.get_occ(mo_energy, mo_coeff)
     dm = mf.make_rdm1(mo_coeff, mo_occ)
-    e_harris = (float(np.einsum("ij,ji->", dm, fock).real) - terms["e_dc"] + terms["e_coul"]
-                + terms["e_xc"] + mf.energy_nuc())
-    return dm, mo_energy, mo_coeff, mo_occ, e_harris
+    return dm, mo_energy, mo_coeff, mo_occ, harris_energy(dm, fock, terms, mf.energy_nuc())
 
 
 @isolated

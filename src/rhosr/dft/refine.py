@@ -27,7 +27,7 @@ import numpy as np
 from rhosr.core.density import Density
 from rhosr.core.grid import Grid
 from rhosr.dft.isolation import isolated
-from rhosr.dft.physics import check_density, dipole_debye, fock_terms, scf_object
+from rhosr.dft.physics import check_density, dipole_debye, fock_terms, harris_energy, scf_object
 from rhosr.dft.scf import evaluate_density
 from rhosr.errors import InputError
 
@@ -154,16 +154,11 @@ def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, call
     for k in range(1, max_steps + 1):
         fock, terms = sol.fock(rho_in)
         dm, mo_coeff, mo_occ = sol.diagonalise(fock)
-        e_harris = _harris(sol, fock, dm, terms)
+        e_harris = harris_energy(dm, fock, terms, sol.e_nuc)
         rho_out = sol.density(dm)
         res = rho_out - rho_in
         residual = float(np.abs(res).sum() * dv / nelec)
-        trace.append({"residual": residual, "energy": e_harris,
-                      "seconds": time.perf_counter() - t_start})
-        if callback is not None:
-            callback(k, mo_coeff, mo_occ, trace[-1])
-        if best is None or residual < best[0]:
-            best = (residual, k, e_harris, dm, mo_coeff, mo_occ)
+        best = _record(trace, best, callback, t_start, k, residual, e_harris, dm, mo_coeff, mo_occ)
         if residual <= tol:
             break
         t0 = time.perf_counter()
@@ -171,6 +166,17 @@ def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, call
         rho_in = _pulay_next(inputs, residuals, mixing)
         sol.timings["diis"] += time.perf_counter() - t0
     return trace, best
+
+
+def _record(trace, best, callback, t_start, k, residual, energy, dm, mo_coeff, mo_occ):
+    """Log step ``k`` in ``trace``, show it to ``callback``; returns the best iterate so far
+    (smallest residual) as (residual, step, energy, D, orbitals, occupations)."""
+    trace.append({"residual": residual, "energy": energy, "seconds": time.perf_counter() - t_start})
+    if callback is not None:
+        callback(k, mo_coeff, mo_occ, trace[-1])
+    if best is None or residual < best[0]:
+        return (residual, k, energy, dm, mo_coeff, mo_occ)
+    return best
 
 
 def _pulay_next(inputs, residuals, mixing):
@@ -205,23 +211,13 @@ def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, cal
         fock, terms = sol.fock(rho_k)
         e_ks = float(np.einsum("ij,ji->", dm, sol.h).real + terms["e_coul"] + terms["e_xc"]
                      + sol.e_nuc)
-        trace.append({"residual": residual, "energy": e_ks, "seconds": time.perf_counter() - t_start})
-        if callback is not None:
-            callback(k, mo_coeff, mo_occ, trace[-1])
-        if best is None or residual < best[0]:
-            best = (residual, k, e_ks, dm, mo_coeff, mo_occ)
+        best = _record(trace, best, callback, t_start, k, residual, e_ks, dm, mo_coeff, mo_occ)
         if residual <= tol:
             break
         rho_prev = rho_k
         dm, mo_coeff, mo_occ = sol.diagonalise(sol.extrapolate(fock, dm) if method == "diis"
                                                else fock)
     return trace, best
-
-
-def _harris(sol, fock, dm, terms) -> float:
-    """Harris–Foulkes energy of an input density: its F, the terms of F and the D of F."""
-    return float(np.einsum("ij,ji->", dm, fock).real - terms["e_dc"] + terms["e_coul"]
-                 + terms["e_xc"] + sol.e_nuc)
 
 
 def _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
