@@ -74,18 +74,16 @@ def predict_all(rows, folder: Path) -> None:
     import torch
 
     from rhosr.core.grid import Grid
-    from rhosr.inference.predict import predict_arrays, resolve_model
-    from rhosr.nn.inputs import features, model_inputs
+    from rhosr.inference.predict import predict_on_grid, resolve_model
 
     net, _ = resolve_model("default", "cpu")
-    spec = model_inputs(net)
     for row in rows:
         grid = Grid(tuple(row["cell"]), tuple(row["mesh"]))
         with torch.no_grad():
             t0 = time.perf_counter()
-            f = features(row["symbols"], np.asarray(row["positions"]), grid, row["charge"], spec)
             n_e = valence_electrons(row["symbols"]) - row["charge"]
-            rho, _ = predict_arrays(net, f.coarse, f.sad_fine, n_e, grid.dv, device="cpu")
+            rho, _, _ = predict_on_grid(net, row["symbols"], np.asarray(row["positions"]), grid,
+                                        row["charge"], n_e)
             row["predict_seconds"] = time.perf_counter() - t0
         np.save(folder / f"{row['key']}.npy", rho)
 

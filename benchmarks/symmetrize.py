@@ -25,10 +25,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.core.density import nmae  # noqa: E402
 from rhosr.core.splits import split_ids  # noqa: E402
-from rhosr.inference.evaluate import record_features  # noqa: E402
-from rhosr.inference.predict import predict_arrays, resolve_model  # noqa: E402
+from rhosr.inference.predict import predict_on_grid, resolve_model  # noqa: E402
 from rhosr.labels.store import Store  # noqa: E402
-from rhosr.nn.inputs import model_inputs  # noqa: E402
 
 
 def spearman(a, b) -> float:
@@ -55,13 +53,12 @@ def main(argv=None) -> None:
     for mol_id in ids:
         rec = store.read(mol_id)
         grid = rec.grid
-        feats = record_features(rec, model_inputs(net))
-        sad_c, sad_f = feats.coarse, feats.sad_fine
+        args_ = (net, rec.symbols, rec.positions, grid, rec.charge, rec.nelectron)
         t0 = time.perf_counter()
-        plain, _ = predict_arrays(net, sad_c, sad_f, rec.nelectron, grid.dv)
+        plain, _, _ = predict_on_grid(*args_)
         t_plain = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sym, info = predict_arrays(net, sad_c, sad_f, rec.nelectron, grid.dv, symmetrize=True)
+        sym, info, _ = predict_on_grid(*args_, symmetrize=True)
         t_sym = time.perf_counter() - t0
         ref = rec.rho_dft.astype(np.float64)
         row = (100 * nmae(plain, ref), 100 * nmae(sym, ref), info["spread_percent"], t_plain, t_sym)

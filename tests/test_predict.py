@@ -1,6 +1,7 @@
 """rhosr.inference.predict, rhosr.viz.plot and the predict/plot subcommands (tiny model, H2)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from rhosr.cli.main import main
 from rhosr.core.grid import box_for
+from rhosr.core.density import nmae
 from rhosr.core.molecule import Molecule
 from rhosr.core.sources import load_molecule
 from rhosr.core.symmetry import CUBE_SYMMETRIES, apply_symmetry, transform_positions
@@ -16,6 +18,8 @@ from rhosr.inference.predict import max_relative_difference, net_fn, predict, pr
 from rhosr.inference.tiling import symmetrized_apply, tiled_apply
 from rhosr.nn.modelfile import save_model
 from rhosr.nn.nets import build
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _perturbed(preset="tiny", seed=0):
@@ -149,6 +153,41 @@ def test_tiled_equals_whole_box(files):
     assert max_relative_difference(tiled_apply(fn, c, f, net.receptive_field, 4), ref) <= 1e-5
 
 
+def test_bundled_unet_tiles_reproduce_the_whole_box():
+    """The bundled multi-scale network on a box whose coarse mesh is no multiple of its
+    stride (4): aligned tiles of the padded box give the whole padded box's prediction,
+    which the electron count and the padding's continuation pin down."""
+    net, name = resolve_model("default")
+    assert net.tile_stride == 4 and net.receptive_field == 28
+    mol = load_molecule(str(REPO / "examples" / "ethanol.xyz"))
+    coarse_mesh = [n // 2 for n in box_for(mol.positions)[1].mesh]
+    assert any(n % 4 for n in coarse_mesh)
+    whole = predict_molecule(mol, net, model_name=name, max_memory_gb=100.0)
+    for tile in ((16, 100, 100), (100, 12, 24)):  # 3 and 8 tiles
+        tiled = predict_molecule(mol, net, model_name=name, tile=tile)
+        assert tiled.meta["tile"] == list(tile)
+        assert 100 * nmae(tiled.values, whole.values) <= 1e-6  # % (goal 1e-4 %)
+    # a budget below the box's needs, where no tile with its halo is smaller than the box
+    with pytest.warns(RuntimeWarning, match="running it whole"):
+        small = predict_molecule(mol, net, model_name=name, max_memory_gb=0.03)
+    assert small.meta["tile"] is None
+    np.testing.assert_array_equal(small.values, whole.values)
+
+
+def test_choose_tile_fits_the_budget_with_the_least_work():
+    from rhosr.inference.tiling import choose_tile, tile_options
+
+    assert choose_tile((40, 40, 40), 8, 100.0, 1.0) is None  # 6.4 MB fits 1 GB
+    tile = choose_tile((230, 312, 316), 28, 466.0, 5.0, stride=4)
+    windows = [next(w for k, e, w in tile_options(n, 28, 4) if e == t) for n, t in zip((230, 312, 316), tile)]
+    assert all(t % 4 == 0 or t == n for t, n in zip(tile, (230, 312, 316)))
+    assert np.prod(windows, dtype=float) * 466.0 <= 5e9
+    # slabs along one axis beat cubes here: fewer halo voxels computed
+    assert sum(t < n for t, n in zip(tile, (230, 312, 316))) == 1
+    with pytest.warns(RuntimeWarning, match="using them anyway"):
+        assert choose_tile((400, 400, 400), 28, 466.0, 1e-6, stride=4) == (28, 28, 28)
+
+
 def test_non_local_model_is_not_tiled():
     from rhosr.inference.predict import predict_arrays
 
@@ -243,7 +282,7 @@ def test_unseen_element_or_charge_is_a_warning(tmp_path, capsys):
 
 def test_element_input_and_unet_models_predict(tmp_path):
     """A net reading the per-element SAD channels predicts like any other: tiles give
-    the whole box (local), the 48-op mean works; a U-Net predicts whole boxes."""
+    the whole box (local), the 48-op mean works; a U-Net's aligned tiles give its whole box."""
     torch.manual_seed(0)
     net = build("tiny", inputs="sad+elements")
     torch.nn.init.normal_(net.tail.weight, std=0.05)
@@ -258,7 +297,9 @@ def test_element_input_and_unet_models_predict(tmp_path):
 
     unet = build("tiny-unet")
     torch.nn.init.normal_(unet.tail.weight, std=0.05)
-    with pytest.warns(RuntimeWarning, match="not local"):
-        out = predict_molecule(mol, unet, tile=9)  # asked for tiles: whole box instead
+    whole_u = predict_molecule(mol, unet, max_memory_gb=100.0)
+    out = predict_molecule(mol, unet, tile=9)  # rounded up to the stride: 12
+    assert out.meta["tile"] == [12, 12, 12] and whole_u.meta["tile"] is None
     assert out.values.shape == whole.values.shape
+    assert max_relative_difference(out.values, whole_u.values) <= 1e-6
     assert out.electrons() == pytest.approx(mol.nelectron, abs=1e-4)

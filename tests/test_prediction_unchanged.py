@@ -1,5 +1,6 @@
-"""The bundled model's predictions are the arrays recorded before the package moved
-(tests/data/reference_predictions): bit for bit on the CPU they were recorded on, and to
+"""The bundled model's predictions are the recorded arrays (tests/data/reference_predictions;
+re-recorded only for a deliberate change of the prediction, said in record.py and the
+commit): bit for bit on the CPU they were recorded on, and to
 float32 rounding of the network on any other (oneDNN picks other kernels per CPU)."""
 
 import hashlib

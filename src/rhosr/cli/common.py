@@ -26,12 +26,12 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
         return super()._get_help_string(action)
 
 
-def add_structure_options(p: argparse.ArgumentParser) -> None:
+def add_structure_options(p: argparse.ArgumentParser, max_voxels: int = DEFAULT_MAX_VOXELS) -> None:
     p.add_argument("--charge", type=int, default=None,
                    help="net charge of every molecule (default: 0, or the file's)")
     p.add_argument("--spin", type=int, default=None,
                    help="2S, unpaired electrons (default: lowest consistent with the electron count)")
-    p.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
+    p.add_argument("--max-voxels", type=int, default=max_voxels,
                    help="refuse boxes whose fine mesh has more points than this")
 
 

@@ -14,6 +14,10 @@ from pathlib import Path
 
 from rhosr.errors import InputError
 
+#: ``rhosr predict``'s default --max-voxels: tiles bound the activations, and the float32
+#: input and output arrays take ~4.5 bytes per fine point (2.3 GB here).
+PREDICT_MAX_VOXELS = 500_000_000
+
 
 def _stem(path: Path) -> str:
     return path.name.split(".")[0]
@@ -31,9 +35,11 @@ def add_predict(sub) -> None:
         help="predict the valence density of structures with a trained network",
         description="Build the published box, the SAD density on the coarse mesh, and run the "
                     "network: the valence density on the fine mesh (x2 per axis), normalised to "
-                    "the valence electron count minus the charge. Boxes larger than the memory "
-                    "budget run in periodic tiles with a halo of the receptive field (identical "
-                    "result for local models).",
+                    "the valence electron count minus the charge. Boxes whose arrays exceed "
+                    "--max-memory run in periodic tiles at origins aligned to the network's "
+                    "stride, each with a halo of its receptive field: the same result as the "
+                    "whole box (the bundled multi-scale network runs on the box padded to a "
+                    "multiple of its stride, 4 coarse points, by periodic continuation).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=STRUCTURE_HELP)
     p.add_argument("-o", "--output", help="output file (one molecule) or directory (several); "
@@ -54,15 +60,17 @@ def add_predict(sub) -> None:
                         "or a label store (the record of each input's id); adds the NMAE to the "
                         "summary and the reference and difference rows to --png")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
-                   help="activation memory budget; larger boxes run in tiles "
-                        "(default: half the free memory of the device)")
+                   help="memory budget of the prediction (input, output and network activations), "
+                        "GB; boxes that need more run in tiles, so the peak stays near GB plus "
+                        "the ~0.4 GB of Python, torch and the model (default: 6 GB or half the "
+                        "free memory of the device, whichever is less)")
     p.add_argument("--refine", action="store_true",
                    help="write the density refined by Kohn-Sham iterations from the prediction "
                         "(PySCF at the labels' level of theory, Pulay mixing of densities, one SCF "
                         "cycle's cost per step; closed shells) until --tol or --max-steps")
     add_refine_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_structure_options(p)
+    add_structure_options(p, max_voxels=PREDICT_MAX_VOXELS)
 
 
 def _refine(dens, mol, args):
@@ -102,7 +110,8 @@ def run_predict(args) -> int:
     try:
         for mol, path in zip(mols, paths):
             dens = predict_molecule(mol, net, model_name=name, device=device,
-                                    symmetrize=args.symmetrize, max_memory_gb=args.max_memory)
+                                    symmetrize=args.symmetrize, max_memory_gb=args.max_memory,
+                                    progress=not args.no_progress)
             if args.refine:
                 dens = _refine(dens, mol, args)
             reference = reference_of(mol.id)
@@ -121,6 +130,9 @@ def run_predict(args) -> int:
                                              else "predicted", **extra))
             line = (f"{mol.id}: {mol.natm} atoms, fine mesh {'x'.join(map(str, dens.grid.mesh))}, "
                     f"{meta['electrons']:.4f} electrons, {meta['seconds']:.2f} s")
+            if meta.get("tile") is not None:
+                tile = meta["tile"] if isinstance(meta["tile"], list) else [meta["tile"]] * 3
+                line += f", tiles of {'x'.join(map(str, tile))} coarse points"
             if "spread_percent" in meta:
                 line += f", symmetry spread {meta['spread_percent']:.3f} %"
             if args.refine:

@@ -118,13 +118,14 @@ def _write_cube(path: Path, d: Density) -> None:
         header.append(f"{n:5d}{vec[0]:14.8f}{vec[1]:14.8f}{vec[2]:14.8f}\n")
     for s, (x, y, z) in zip(d.symbols, np.asarray(d.positions)):
         header.append(f"{atomic_number(s):5d}{float(valence_charge(s)):14.8f}{x:14.8f}{y:14.8f}{z:14.8f}\n")
-    values = np.asarray(d.values, dtype=np.float64).reshape(nx * ny, nz)
+    values = np.asarray(d.values)  # float32 or float64, converted chunk by chunk
     with open(path, "wb") as f:
         f.write("".join(header).encode())
         # rows of 6 values per (x, y) line, the usual layout; ~100k values per chunk
         step = max(1, 100_000 // nz)
-        for i in range(0, nx * ny, step):
-            f.write(_cube_rows(values[i:i + step]))
+        for x in range(nx):
+            for j in range(0, ny, step):
+                f.write(_cube_rows(values[x, j:j + step]))
 
 
 #: Absolute values below this are written as zero by :func:`_cube_rows`

@@ -145,3 +145,22 @@ def box_for(positions_bohr: np.ndarray) -> tuple[Grid, Grid, np.ndarray]:
     n_coarse, cell = box_mesh(positions_bohr)
     coarse = Grid(tuple(cell), tuple(n_coarse))
     return coarse, coarse.refine(UPSAMPLE), centre_in_box(positions_bohr, cell)
+
+
+def padded_mesh(mesh, stride: int) -> tuple:
+    """``mesh`` rounded up to a multiple of ``stride`` per axis."""
+    return tuple(-(-int(n) // int(stride)) * int(stride) for n in mesh)
+
+
+def pad_periodic(values: np.ndarray, mesh) -> np.ndarray:
+    """``values`` (..., X, Y, Z) on the larger mesh ``mesh`` filled by periodic
+    continuation: point X + i holds point i (the value of the periodic density there), and
+    the larger mesh wraps after it.  The array itself when the mesh is the same."""
+    values = np.asarray(values)
+    extra = [int(m) - n for m, n in zip(mesh, values.shape[-3:])]
+    if not any(extra):
+        return values
+    if min(extra) < 0:
+        raise ValueError(f"cannot pad a mesh {values.shape[-3:]} to a smaller {tuple(mesh)}")
+    return np.pad(values, [(0, 0)] * (values.ndim - 3) + [(0, e) for e in extra], mode="wrap")
+

@@ -201,7 +201,7 @@ points).
 
 
 def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
-                variant: str = "paper", dtype=np.float64) -> np.ndarray:
+                variant: str = "paper", dtype=np.float64, out=None) -> np.ndarray:
     """SAD density of a molecule on a periodic mesh.
 
     Parameters
@@ -221,6 +221,8 @@ def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
         Precision of the mesh products and the result.  float32 (what the
         network reads; about twice as fast) agrees with float64 to ~1e-6
         relative, and drops contributions below 1e-12 of an atom's peak.
+    out : zero-filled array of shape ``grid.mesh`` and ``dtype``, optional
+        Where to add the density (e.g. the box's corner of a larger array).
 
     Returns
     -------
@@ -249,7 +251,10 @@ def sad_density(symbols, positions_bohr, grid: Grid, charge: int = 0,
     dtype = np.dtype(dtype)
     if dtype not in (np.float64, np.float32):
         raise ValueError(f"dtype must be float64 or float32, got {dtype}")
-    out = np.zeros(grid.mesh, dtype=dtype)
+    if out is None:
+        out = np.zeros(grid.mesh, dtype=dtype)
+    elif out.shape != tuple(grid.mesh) or out.dtype != dtype:
+        raise ValueError(f"out must be {dtype} of shape {tuple(grid.mesh)}, got {out.dtype} {out.shape}")
     for i_atom, sym in enumerate(symbols):
         el = elements[sym]
         p = pos[i_atom]

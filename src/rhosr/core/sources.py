@@ -107,8 +107,34 @@ def from_file(path: str) -> list[Molecule]:
                 raise InputError(f"{path}: frame {k}: id {mol_id} appears twice")
         ids.add(mol_id)
         charge = int(round(float(atoms.info.get("charge", 0) or 0)))
+        if "charge" not in atoms.info and "residuenames" in atoms.arrays:
+            charge = residue_charge_of(atoms.arrays["residuenames"], atoms.arrays["atomtypes"],
+                                       atoms.arrays["residuenumbers"])
         mols.append(from_atoms(atoms, mol_id, str(p), charge=charge))
     return mols
+
+
+#: Net charge of amino-acid side chains at neutral pH (PDB and CHARMM/AMBER residue names).
+RESIDUE_CHARGES = {"ARG": 1, "LYS": 1, "HIP": 1, "HSP": 1, "ASP": -1, "GLU": -1}
+#: Atom names that mark a charged terminus: a third hydrogen on the N-terminal nitrogen
+#: (NH3+), a second carboxylate oxygen at the C terminus (COO-).
+N_TERMINAL_H3 = {"H3", "HT3", "3H"}
+C_TERMINAL_O2 = {"OXT", "OT2", "O2"}
+
+
+def residue_charge_of(residue_names, atom_names, residue_numbers) -> int:
+    """Net charge of a protein from its residues: +1 for ARG, LYS and protonated HIS
+    (HIP/HSP), -1 for ASP and GLU, +1 per NH3+ and -1 per COO- terminus (recognised by
+    their atom names); other residues and ligands count as neutral."""
+    seen = set()
+    charge = 0
+    for res, name, num in zip(residue_names, atom_names, residue_numbers):
+        res, name = str(res).strip().upper(), str(name).strip().upper()
+        if (res, num) not in seen:
+            seen.add((res, num))
+            charge += RESIDUE_CHARGES.get(res, 0)
+        charge += (name in N_TERMINAL_H3) - (name in C_TERMINAL_O2)
+    return charge
 
 
 def _safe_id(text: str) -> str:

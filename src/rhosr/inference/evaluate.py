@@ -17,10 +17,10 @@ import torch
 from rhosr.core.density import nmae
 from rhosr.core.splits import group_of_id, split_ids
 from rhosr.errors import InputError
-from rhosr.inference.predict import predict_arrays
+from rhosr.inference.predict import predict_on_grid
 from rhosr.labels.bank import open_labels
 from rhosr.nn.device import resolve_device
-from rhosr.nn.inputs import Features, ModelInputs, features, model_inputs
+from rhosr.nn.inputs import Features, ModelInputs, features
 from rhosr.nn.modelfile import load_model
 
 
@@ -35,20 +35,19 @@ def load_for_evaluation(model_or_path, device):
     return net.to(device).eval(), net.extra, str(model_or_path)
 
 
-def record_features(record, spec: ModelInputs | None = None) -> Features:
+def record_features(record, spec: ModelInputs | None = None, pad_to: int = 1) -> Features:
     """The network input of a store record (:func:`rhosr.nn.inputs.features`), with the
-    fine SAD (the baseline every evaluation reports)."""
+    fine SAD (the baseline every evaluation reports); ``pad_to`` as there."""
     return features(record.symbols, record.positions, record.grid, record.charge,
-                    spec or ModelInputs(), with_fine=True)
+                    spec or ModelInputs(), with_fine=True, pad_to=pad_to)
 
 
-def predict_record(net, record, device, spec: ModelInputs | None = None):
+def predict_record(net, record, device):
     """(prediction float64, fine SAD float32) of one store record on its fine mesh: the
-    input and the inference path of ``rhosr predict`` (:func:`rhosr.inference.predict.predict_arrays`)."""
-    feats = record_features(record, model_inputs(net) if spec is None else spec)
-    rho, _ = predict_arrays(net, feats.coarse, feats.sad_fine, record.nelectron, record.grid.dv,
-                            device=device)
-    return rho, feats.sad_fine
+    inference path of ``rhosr predict`` (:func:`rhosr.inference.predict.predict_on_grid`)."""
+    rho, _, sad = predict_on_grid(net, record.symbols, record.positions, record.grid,
+                                  record.charge, record.nelectron, device=device, keep_sad=True)
+    return rho, sad
 
 
 def evaluate(model_path_or_model, store, split: str = "val", device="auto",
@@ -67,14 +66,13 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
 
     Returns
     -------
-    dict with ``molecules``: [{id, nmae_percent, sad_nmae_percent,
+    dict with ``molecules``: [{id, atoms, nmae_percent, sad_nmae_percent,
     electron_error, seconds}], ``summary``: {n, mean_nmae_percent,
     median_nmae_percent, max_nmae_percent, mean_sad_nmae_percent}, and
     ``model``, ``store``, ``split``, ``device``.
     """
     dev = resolve_device(device)
     model, extra, model_path = load_for_evaluation(model_path_or_model, dev)
-    spec = model_inputs(model)
     store = open_labels(store)
     if val_fraction is None:
         val_fraction = (extra.get("training_data") or {}).get("val_fraction", 0.1)
@@ -93,13 +91,14 @@ def evaluate(model_path_or_model, store, split: str = "val", device="auto",
     for mol_id in it:
         rec = store.read(mol_id)
         t0 = time.perf_counter()
-        pred, sad_f = predict_record(model, rec, dev, spec)
+        pred, sad_f = predict_record(model, rec, dev)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
         ref = rec.rho_dft
         rows.append({
             "id": mol_id,
+            "atoms": len(rec.symbols),
             "nmae_percent": 100.0 * nmae(pred, ref),
             "sad_nmae_percent": 100.0 * nmae(sad_f, ref),
             "electron_error": float(np.sum(pred, dtype=np.float64) * rec.grid.dv - rec.nelectron),

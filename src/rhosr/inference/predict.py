@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from rhosr.core.density import Density
-from rhosr.core.grid import box_for
 from rhosr.core.molecule import DEFAULT_MAX_VOXELS, Molecule, validate
 from rhosr.core.sources import load_molecules
 from rhosr.errors import InputError
+from rhosr.core.grid import UPSAMPLE, box_for
 from rhosr.inference.tiling import (
     MEMORY_FRACTION,
     available_memory_gb,
@@ -89,47 +89,135 @@ def net_fn(net, device):
     return fn
 
 
-def predict_arrays(net, sad_coarse, sad_fine, n_electrons: float, dv_fine: float,
-                   device="cpu", symmetrize=False, max_memory_gb=None, tile=None):
-    """Normalised prediction on the fine mesh from the network's input arrays
-    (:class:`rhosr.nn.inputs.Features`); returns ``(rho, info)``.
+#: Boxes with more fine-mesh points than this are predicted in float32 throughout (the
+#: output, its normalisation in place) to keep memory at ~4.5 bytes per fine point.
+FLOAT32_ABOVE_VOXELS = 64_000_000
+#: The default memory budget (GB) when ``max_memory_gb`` is not given: at most this, and
+#: at most MEMORY_FRACTION of the free memory.
+DEFAULT_MEMORY_CAP_GB = 6.0
 
-    ``tile`` forces a tile edge (coarse voxels); otherwise it follows from
-    ``max_memory_gb`` (default: half the free memory of the device).
-    """
-    halo = int(getattr(net, "receptive_field", 0))
-    local = bool(getattr(net, "is_local", False))
+
+def memory_budget_gb(max_memory_gb, device) -> float:
+    """The budget a prediction keeps to (GB): ``max_memory_gb``, or by default
+    min(DEFAULT_MEMORY_CAP_GB, MEMORY_FRACTION of the free memory of the device)."""
+    if max_memory_gb is not None:
+        return float(max_memory_gb)
+    return min(DEFAULT_MEMORY_CAP_GB, MEMORY_FRACTION * available_memory_gb(device))
+
+
+def tiling_of(net, coarse_mesh, held_bytes: float, max_memory_gb=None, device="cpu", tile=None):
+    """``(tile, halo, stride)`` for a prediction on the (padded) ``coarse_mesh``: ``tile`` the
+    interior edges (None: whole box) that keep the activations within the budget left after
+    the ``held_bytes`` of input and output arrays, ``halo`` the receptive field rounded up to
+    the network's stride (:func:`rhosr.nn.nets.tile_stride`).  A forced ``tile`` is rounded
+    up to the stride."""
+    stride = int(getattr(net, "tile_stride", 1))
+    halo = _round_up(int(getattr(net, "receptive_field", 0)), stride)
     if tile is None:
-        budget = max_memory_gb if max_memory_gb is not None else \
-            MEMORY_FRACTION * available_memory_gb(device)
-        tile = choose_tile(np.shape(sad_coarse)[-3:], halo, bytes_per_voxel(net), budget)
-    if tile is not None and not local:
-        warnings.warn("this model is not local (global normalisation layers or strided levels): "
-                      "running on the whole box instead of tiles", RuntimeWarning, stacklevel=2)
+        budget = memory_budget_gb(max_memory_gb, device) - held_bytes / 1e9
+        tile = choose_tile(coarse_mesh, halo, bytes_per_voxel(net), max(budget, 0.0), stride)
+    elif stride > 1:
+        tile = tuple(_round_up(t, stride) for t in ((tile,) * 3 if np.ndim(tile) == 0 else tile))
+    if tile is not None and not getattr(net, "is_tileable", False):
+        warnings.warn("this model is not local (global normalisation layers): "
+                      "running on the whole box instead of tiles", RuntimeWarning, stacklevel=3)
         tile = None
+    return tile, halo, stride
+
+
+def _round_up(n: int, stride: int) -> int:
+    return -(-int(n) // stride) * stride
+
+
+def predict_arrays(net, sad_coarse, sad_fine, n_electrons: float, dv_fine: float,
+                   device="cpu", symmetrize=False, max_memory_gb=None, tile=None,
+                   mesh=None, progress=False, overwrite_fine=False):
+    """Normalised prediction on the box's fine mesh from the network's input arrays
+    (:func:`rhosr.nn.inputs.features`); returns ``(rho, info)``.
+
+    A strided network (``tile_stride`` > 1) reads arrays on a mesh that is a multiple of its
+    stride: ``features(..., pad_to=net.tile_stride)``, the box plus a little vacuum, with
+    ``mesh`` the box's coarse mesh (the arrays' leading corner; default: their shape).  It
+    runs whole or in aligned tiles, which give the whole padded box's result, and the
+    output is cropped to the box.  ``tile`` forces interior edges (coarse voxels, rounded up
+    to the stride); otherwise they follow from ``max_memory_gb`` (:func:`memory_budget_gb`),
+    which bounds the input, output and activation arrays together.  With
+    ``overwrite_fine`` the fine SAD array becomes the output of a tiled prediction (no
+    second fine-mesh array).  Boxes above FLOAT32_ABOVE_VOXELS fine points come back in
+    float32.
+    """
+    shape = tuple(int(n) for n in np.shape(sad_coarse)[-3:])
+    box = tuple(int(n) for n in mesh) if mesh is not None else shape
+    stride = int(getattr(net, "tile_stride", 1))
+    if any(n % stride for n in shape) or any(b > n for b, n in zip(box, shape)):
+        raise ValueError(f"arrays on a coarse mesh {shape} for a box of {box}: this network "
+                         f"needs a multiple of {stride} (features(..., pad_to={stride}))")
+    big = UPSAMPLE**3 * int(np.prod(box, dtype=np.int64)) > FLOAT32_ABOVE_VOXELS
+    fine_bytes = 4.0 * UPSAMPLE**3 * np.prod(shape, dtype=float)
+    # float32 fine SAD (the output too when big), else + float32 output + float64 density
+    held = 4.0 * np.prod(np.shape(sad_coarse), dtype=float) + fine_bytes * (1 if big else 4)
+    tile, halo, _ = tiling_of(net, shape, held, max_memory_gb, device, tile)
     base = net_fn(net, device)
+    in_place = (getattr(net, "uses_sad_fine", False) and not symmetrize and tile is not None
+                and sad_fine is not None)
 
     def fn(c, f):
-        return tiled_apply(base, c, f, halo, tile)
+        return tiled_apply(base, c, f, halo, tile, progress=progress)
 
     info = {"tile": None if tile is None else (list(tile) if np.ndim(tile) else int(tile))}
     if symmetrize:
         rho, spread = symmetrized_apply(fn, sad_coarse, sad_fine)
         info["spread_percent"] = spread
+    elif in_place:
+        out = sad_fine if overwrite_fine else np.array(sad_fine, dtype=np.float32)
+        rho = tiled_apply(base, sad_coarse, out, halo, tile, out=out, progress=progress)
     else:
         rho = fn(sad_coarse, sad_fine)
+    rho = rho[tuple(slice(0, UPSAMPLE * n) for n in box)]
+    if big:
+        return normalize_in_place(rho, n_electrons, dv_fine), info
     return normalize_density(rho, n_electrons, dv_fine), info
 
 
+def normalize_in_place(rho: np.ndarray, n_electrons: float, dv_bohr3: float) -> np.ndarray:
+    """:func:`rhosr.nn.inputs.normalize_density` without a float64 copy: clipped and scaled
+    in place (float32 stays float32; the sum is taken in float64)."""
+    np.clip(rho, 0.0, None, out=rho)
+    total = float(rho.sum(dtype=np.float64)) * dv_bohr3
+    if total > 0:
+        rho *= rho.dtype.type(float(n_electrons) / total)
+    return rho
+
+
+def predict_on_grid(net, symbols, positions_bohr, fine, charge: int, n_electrons: float,
+                    device="cpu", keep_sad: bool = False, **options):
+    """``(rho, info, sad_fine)``: the prediction on the fine mesh ``fine`` (positions in
+    its box frame) through the one path of every caller: :func:`rhosr.nn.inputs.features`
+    padded to the network's stride, :func:`predict_arrays` (``options``: symmetrize,
+    max_memory_gb, tile, progress), crop to the box.  ``sad_fine`` is the fine SAD on the
+    box when ``keep_sad`` (the baseline of an evaluation), else None and its array is
+    reused for the output of a tiled prediction."""
+    stride = int(getattr(net, "tile_stride", 1))
+    feats = features(symbols, positions_bohr, fine, charge, model_inputs(net), pad_to=stride,
+                     with_fine=True if keep_sad else None)
+    box = tuple(n // UPSAMPLE for n in fine.mesh)
+    sad = None
+    if keep_sad:
+        sad = np.array(feats.sad_fine[tuple(slice(0, n) for n in fine.mesh)])
+    rho, info = predict_arrays(net, feats.coarse, feats.sad_fine, n_electrons, fine.dv,
+                               device=device, mesh=box, overwrite_fine=not keep_sad, **options)
+    return rho, info, sad
+
+
 def predict_molecule(mol: Molecule, net, *, model_name: str = "", device="cpu",
-                     symmetrize: bool = False, max_memory_gb=None, tile=None):
+                     symmetrize: bool = False, max_memory_gb=None, tile=None,
+                     progress: bool = False):
     """Predicted :class:`~rhosr.core.density.Density` of one molecule on its fine mesh."""
     t0 = time.perf_counter()
     _, fine, pos = box_for(mol.positions)
-    feats = features(mol.symbols, pos, fine, mol.charge, model_inputs(net))
-    rho, info = predict_arrays(net, feats.coarse, feats.sad_fine, mol.nelectron, fine.dv,
-                               device=device, symmetrize=symmetrize,
-                               max_memory_gb=max_memory_gb, tile=tile)
+    rho, info, _ = predict_on_grid(net, mol.symbols, pos, fine, mol.charge, mol.nelectron,
+                                   device=device, symmetrize=symmetrize,
+                                   max_memory_gb=max_memory_gb, tile=tile, progress=progress)
     seconds = time.perf_counter() - t0
     electrons = fine.integrate(rho)
     meta = {

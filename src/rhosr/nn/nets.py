@@ -48,8 +48,10 @@ architectures, chosen by ``ModelConfig.arch``:
     mesh and ``len(widths)`` coarser levels (stride-2 conv down, stride-2
     transposed conv up, additive skips), N blocks per level each way, more
     channels where there are fewer points: more reach and parameters for
-    about the cost of a step of ``sr-narrow``.  Not exactly shift-equivariant
-    on odd meshes, so predicted on whole boxes (not :func:`is_local`).
+    about the cost of a step of ``sr-narrow``.  Shift-equivariant by multiples of
+    its total stride (:func:`tile_stride`, 4) on meshes that are multiples of it, so
+    prediction pads the box to such a mesh and tiles it at aligned origins (not
+    :func:`is_local`: training crops are not exact).
 
 Two options of both SAD-correcting architectures: ``inputs="sad+elements"``
 (preset ``sr-elements``) reads 7 input channels, the SAD and its parts from
@@ -110,6 +112,22 @@ def receptive_field(config=DEFAULT_PRESET) -> int:
     return h1 + (2 * c.blocks + 2) * h2 + (h1 + UPSAMPLE - 1) // UPSAMPLE
 
 
+def tile_stride(config=DEFAULT_PRESET) -> int:
+    """The network's total stride, coarse voxels: 2**len(widths) for ``sad-unet`` (each level
+    halves the mesh), 1 for the single-scale bodies.  On a box whose coarse mesh is a multiple
+    of it, the output is equivariant under shifts by multiples of it, so that tiles whose
+    origins are such multiples, with a halo of :func:`receptive_field` (rounded up to one),
+    reproduce the whole box (:func:`rhosr.inference.tiling.tiled_apply`)."""
+    c = make_config(config)
+    return 2 ** len(c.widths) if c.arch == "sad-unet" else 1
+
+
+def is_tileable(config=DEFAULT_PRESET) -> bool:
+    """True if aligned tiles reproduce the whole box (:func:`tile_stride`): no global
+    normalisation layers."""
+    return make_config(config).norm == "none"
+
+
 def is_local(config=DEFAULT_PRESET) -> bool:
     """True if the output depends only on a neighbourhood the same way everywhere (no
     global norms, no strided levels), so that tiles and crops give the whole-box result."""
@@ -146,6 +164,14 @@ class DensityNet(nn.Module):
     @property
     def is_local(self) -> bool:
         return is_local(self.config)
+
+    @property
+    def tile_stride(self) -> int:
+        return tile_stride(self.config)
+
+    @property
+    def is_tileable(self) -> bool:
+        return is_tileable(self.config)
 
     @staticmethod
     def normalize(out, n_electrons, dv_fine):
@@ -261,8 +287,8 @@ class SADUNet(_SADCorrection):
     stride-2 transposed conv up, skip connections by addition) and more channels,
     so that a step of about the same cost reaches farther and holds more
     parameters; the same output as ``sad-residual``.  Odd meshes are cut back
-    after each up-step, so the result is not exactly shift-equivariant (not
-    :func:`is_local`: predicted on whole boxes)."""
+    after each up-step, so the result is shift-equivariant only by multiples of
+    :func:`tile_stride` on meshes that are multiples of it (prediction pads to one)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

@@ -1,5 +1,6 @@
-"""Reference predictions of the bundled model, recorded before the package moved into
-subpackages (2026-12-06). From the repository root:
+"""Reference predictions of the bundled model, first recorded before the package moved into
+subpackages, re-recorded when prediction moved to the box padded to the network's stride
+(2026-12-06; tiled and whole-box predictions became one). From the repository root:
 ``python tests/data/reference_predictions/record.py`` (writes bundled.json beside it)."""
 
 import hashlib
