@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -96,9 +97,9 @@ def measure(case: str, tmp: Path, env: dict, opts) -> dict:
     if res is not None:
         # the summary line: "<id>: N atoms, fine mesh ..., E electrons, S s[, tiles of ...]"
         summary = [ln for ln in res["stdout"].splitlines() if ln.startswith(f"{mol.id}:")][-1]
-        parts = summary.split(" -> ")[0].split(", ")
-        row["network_s"] = float(next(p for p in parts if p.endswith(" s")).split()[0])
-        row["tile"] = next((p.split("tiles of ")[1].split()[0] for p in parts if "tiles of" in p), None)
+        row["network_s"] = float(re.search(r"([0-9.]+) s\b", summary).group(1))
+        tiles = re.search(r"tiles of (\S+)", summary)
+        row["tile"] = tiles.group(1) if tiles else None
         row.update(predict_s=res["wall_s"], predict_gb=res["maxrss_gb"])
     out.unlink(missing_ok=True)
     if mol.natm <= opts.refine_max_atoms:
@@ -141,17 +142,19 @@ def plot(rows, fits, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key, label, colour in (("predict_s", "rhosr predict", "C0"),
+    for key, label, colour in (("network_s", "prediction alone (SAD + network)", "C9"),
+                               ("predict_s", "rhosr predict (command)", "C0"),
                                ("refine_s", "rhosr predict --refine", "C2"),
                                ("scf_s", "PySCF SCF (minao, 1e-10)", "C3")):
-        pts = [(r["atoms"], r[key], r[key.replace("_s", "_gb")]) for r in rows if key in r]
+        pts = [(r["atoms"], r[key], r.get(key.replace("_s", "_gb"))) for r in rows if key in r]
         if not pts:
             continue
         n, t, m = (np.array(v) for v in zip(*pts))
         fit = fits.get(key)
         lab = label + (f"  (∝ N^{fit[1]:.2f})" if fit else "")
         ax.loglog(n, t, "o-", color=colour, label=lab)
-        bx.loglog(n, m, "o-", color=colour, label=label)
+        if key != "network_s":
+            bx.loglog(n, m, "o-", color=colour, label=label)
     ax.set_xlabel("atoms")
     ax.set_ylabel("wall time, s (2 cores)")
     ax.legend(fontsize=8)
@@ -166,12 +169,16 @@ def plot(rows, fits, path: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES)
+    ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES,
+                    help="cases to measure (none with --update: refit and replot --json)")
     ap.add_argument("--scf-max-atoms", type=int, default=120)
     ap.add_argument("--refine-max-atoms", type=int, default=120)
     ap.add_argument("--fit-min-atoms", type=int, default=18)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per command")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of --json for the cases not measured now (fits and plot "
+                         "over all)")
     ap.add_argument("--plot", type=Path, default=None)
     args = ap.parse_args(argv)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -184,7 +191,11 @@ def main(argv=None) -> None:
             r = measure(case, Path(tmp), env, args)
             rows.append(r)
             print(table_line(r), flush=True)
-    fits = {k: fit_power(rows, k, args.fit_min_atoms) for k in ("predict_s", "refine_s", "scf_s")}
+    if args.update and args.json and args.json.exists():
+        old = [r for r in json.loads(args.json.read_text())["rows"] if r["case"] not in args.cases]
+        rows = sorted(old + rows, key=lambda r: r["atoms"])
+    fits = {k: fit_power(rows, k, args.fit_min_atoms)
+            for k in ("network_s", "predict_s", "refine_s", "scf_s")}
     both = [dict(atoms=r["atoms"], ratio=r["scf_s"] / r["predict_s"]) for r in rows
             if "scf_s" in r and "predict_s" in r]
     fits["ratio"] = fit_power(both, "ratio", args.fit_min_atoms)
