@@ -62,8 +62,9 @@ def add_predict(sub) -> None:
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory budget of the prediction (input, output and network activations), "
                         "GB; boxes that need more run in tiles, so the peak stays near GB plus "
-                        "the ~0.4 GB of Python, torch and the model (default: 6 GB or half the "
-                        "free memory of the device, whichever is less)")
+                        "the ~0.4 GB of Python, torch and the model, as long as GB covers the "
+                        "input and output arrays themselves (~4.5 bytes per fine point) "
+                        "(default: 6 GB or half the free memory of the device, whichever is less)")
     p.add_argument("--refine", action="store_true",
                    help="write the density refined by Kohn-Sham iterations from the prediction "
                         "(PySCF at the labels' level of theory, Pulay mixing of densities, one SCF "

@@ -3,8 +3,8 @@
 Per molecule: NMAE (%) of the prediction against the DFT density, NMAE (%)
 of the SAD itself (the fine-mesh SAD, i.e. what an untrained model would
 give), the error of the predicted electron count (electrons), and the seconds
-for SAD plus inference.  Whole boxes in one forward pass (tiled inference for
-large boxes belongs to :mod:`rhosr.inference.predict`).
+for SAD plus inference, through the path of ``rhosr predict``
+(:func:`rhosr.inference.predict.predict_on_grid`).
 """
 
 from __future__ import annotations
