@@ -41,7 +41,8 @@ def test_evaluate_untrained_equals_sad(store, untrained):
     res = evaluate(untrained, store, split="all", device="cpu")
     assert [m["id"] for m in res["molecules"]] == store.ids()
     for m in res["molecules"]:
-        assert set(m) == {"id", "nmae_percent", "sad_nmae_percent", "electron_error", "seconds"}
+        assert set(m) == {"id", "atoms", "nmae_percent", "sad_nmae_percent", "electron_error", "seconds"}
+        assert m["atoms"] == len(store.read(m["id"]).symbols)
         # the untrained model is the SAD rescaled to the exact electron count
         assert m["nmae_percent"] == pytest.approx(m["sad_nmae_percent"], rel=0.02)
         assert abs(m["electron_error"]) < 1e-4

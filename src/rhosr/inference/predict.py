@@ -7,8 +7,9 @@ Steps: published box (:func:`rhosr.core.grid.box_for`), SAD on the coarse mesh
 network's stride, the network without its normalisation — on the whole box, or
 tile by tile at aligned origins (:func:`tiled_apply`) when the box does not fit
 in ``max_memory_gb`` — and one normalisation of the assembled density, cropped
-to the box, to the valence electron count minus the charge.  ``symmetrize=True`` averages over the 48 cube symmetries
-(:func:`symmetrized_apply`) and records the spread of the members.
+to the box, to the valence electron count minus the charge.  ``symmetrize=True``
+averages over the 48 cube symmetries (:func:`symmetrized_apply`) and records the
+spread of the members.
 """
 
 from __future__ import annotations
