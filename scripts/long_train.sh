@@ -89,8 +89,11 @@ import csv, sys, torch
 run = sys.argv[1]
 tr = torch.load(f"{run}/last.pt", weights_only=True, map_location="cpu")["training"]
 rows = [r for r in csv.DictReader(open(f"{run}/metrics.csv")) if r["val_nmae_percent"]]
+bundled = torch.load("src/rhosr/models/default.pt", weights_only=True,
+                     map_location="cpu")["extra"]["best_val_nmae_percent"]
 print(f"step {tr['step']}, {tr['seconds'] / 60:.1f} min, last val {tr['val_nmae_percent']}, "
-      f"best val {tr['best_val_nmae_percent']}; {len(rows)} validations")
+      f"best val {tr['best_val_nmae_percent']}; {len(rows)} validations; "
+      f"bundled model {bundled:.4f} on the same molecules")
 EOF
     ;;
 *)
