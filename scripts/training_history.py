@@ -3,7 +3,8 @@
     python scripts/training_history.py -o docs/training_history.png [--json docs/training_history.json]
 
 Validation NMAE against cumulative training minutes (2 CPU cores) since the bake-off: the
-bundled model's phases (their ends, from the ``phases`` of its model file; phase 1 was
+bundled model's phases before the long run (their ends, from the ``phases`` of its model
+file; phase 1 was
 validated on QM9 molecules only, phases 2 and 3 on the 50 molecules of the long run) and then
 the long run (models/long/metrics.csv, the same 50 molecules), whose clock starts where the
 phases ended (wall minutes of the run; a step longer than 5 minutes, a pause, counts as
@@ -35,6 +36,8 @@ def history(model_path: Path, metrics: Path):
     extra = torch.load(model_path, weights_only=True, map_location="cpu")["extra"]
     ends, clock = [], 0.0
     for k, ph in enumerate(extra["phases"]):
+        if ph["run"] == "long":  # the long run itself, drawn from its metrics below
+            continue
         clock += float(ph["seconds"]) / 60
         ends.append((clock, float(ph["best_val_nmae_percent"]), f"phase {k + 1} ({ph['run']})"))
     rows = list(csv.DictReader(open(metrics)))
