@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
 REF = ROOT / "tests" / "data" / "reference"
 LARGE = ROOT / "data" / "large" / "structures.xyz"
 CHARGES = {"gtp_microtubule_1996": -4}
@@ -84,7 +85,6 @@ def run(args: list[str], env: dict, timeout: float) -> dict | None:
 
 
 def measure(case: str, tmp: Path, env: dict, opts) -> dict:
-    sys.path.insert(0, str(ROOT / "src"))
     from rhosr.core.grid import box_for
     from rhosr.core.sources import load_molecule
 

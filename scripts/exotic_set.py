@@ -39,7 +39,6 @@ arguments and the RDKit version.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -49,8 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from rhosr.core.molecule import Molecule, validate
 from rhosr.core.qm9 import QM9_SPLIT, qm9_columns
-from rhosr.core.sources import from_smiles
-from rhosr.core.units import ANGSTROM_TO_BOHR  # noqa: E402
+from rhosr.core.sources import from_smiles, write_molecule_set
 from rhosr.errors import InputError
 
 GROUPS = ("S", "Cl", "P", "Si", "B", "anion", "cation")
@@ -204,21 +202,8 @@ def interleaved(chosen: dict[str, list[dict]]) -> list[dict]:
 
 def write(rows: list[dict], out: Path) -> None:
     """OUT/molecules.csv and OUT/structures.xyz (see the module docstring)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "molecules.csv", "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["id", "group", "role", "charge", "smiles", "parent"])
-        for r in rows:
-            w.writerow([r["id"], r["group"], r["role"], r["charge"], r["smiles"], r["parent"]])
-    lines = []
-    for r in rows:
-        mol = r["molecule"]
-        lines.append(str(mol.natm))
-        lines.append(f'Properties=species:S:1:pos:R:3 id={r["id"]} charge={r["charge"]} '
-                     f'group={r["group"]} smiles="{r["smiles"]}" pbc="F F F"')
-        for s, p in zip(mol.symbols, np.asarray(mol.positions) / ANGSTROM_TO_BOHR):
-            lines.append(f"{s:<2} {p[0]:14.8f} {p[1]:14.8f} {p[2]:14.8f}")
-    (out / "structures.xyz").write_text("\n".join(lines) + "\n")
+    write_molecule_set(rows, out, ["id", "group", "role", "charge", "smiles", "parent"],
+                       ["id", "charge", "group"])
 
 
 def main(argv=None) -> int:

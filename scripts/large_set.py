@@ -26,14 +26,12 @@ import csv
 import sys
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rhosr.core.molecule import validate  # noqa: E402
-from rhosr.core.sources import from_smiles  # noqa: E402
-from rhosr.core.units import ANGSTROM_TO_BOHR  # noqa: E402
+from rhosr.core.sources import from_smiles, write_molecule_set  # noqa: E402
 
 ELEMENTS = {"H", "C", "N", "O", "F", "S", "P"}
 MIN_ATOMS, MAX_ATOMS = 30, 120
@@ -72,21 +70,8 @@ def embed(row: dict) -> dict:
 
 def write(rows: list[dict], out: Path) -> None:
     """OUT/molecules.csv and OUT/structures.xyz (see the module docstring)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "molecules.csv", "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["id", "group", "role", "charge", "atoms", "name", "smiles"])
-        for r in rows:
-            w.writerow([r["id"], r["group"], r["role"], r["charge"], r["atoms"], r["name"], r["smiles"]])
-    lines = []
-    for r in rows:
-        mol = r["molecule"]
-        lines.append(str(mol.natm))
-        lines.append(f'Properties=species:S:1:pos:R:3 id={r["id"]} charge={r["charge"]} '
-                     f'group={r["group"]} name={r["name"]} smiles="{r["smiles"]}" pbc="F F F"')
-        for s, p in zip(mol.symbols, np.asarray(mol.positions) / ANGSTROM_TO_BOHR):
-            lines.append(f"{s:<2} {p[0]:14.8f} {p[1]:14.8f} {p[2]:14.8f}")
-    (out / "structures.xyz").write_text("\n".join(lines) + "\n")
+    write_molecule_set(rows, out, ["id", "group", "role", "charge", "atoms", "name", "smiles"],
+                       ["id", "charge", "group", "name"])
 
 
 def main(argv=None) -> int:

@@ -174,3 +174,29 @@ def from_smiles(smiles: str, seed: int = 42) -> Molecule:
     symbols = tuple(a.GetSymbol() for a in mol.GetAtoms())
     nrad = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
     return Molecule(smiles_id(smiles), symbols, pos, charge, int(nrad), f"smiles:{smiles}")
+
+
+def write_molecule_set(rows, out, columns, frame_keys) -> None:
+    """A molecule set as the data folders keep it: ``OUT/molecules.csv`` (``columns`` of each
+    row) and ``OUT/structures.xyz`` (extended xyz in Å that :func:`from_file` reads back; per
+    frame the row's ``frame_keys``, then its quoted ``smiles``).  Each row holds its
+    :class:`Molecule` under ``"molecule"``."""
+    import csv
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "molecules.csv", "w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([r[c] for c in columns])
+    lines = []
+    for r in rows:
+        mol = r["molecule"]
+        info = " ".join(f"{k}={r[k]}" for k in frame_keys)
+        lines.append(str(mol.natm))
+        lines.append(f'Properties=species:S:1:pos:R:3 {info} smiles="{r["smiles"]}" pbc="F F F"')
+        for s, p in zip(mol.symbols, np.asarray(mol.positions) / ANGSTROM_TO_BOHR):
+            lines.append(f"{s:<2} {p[0]:14.8f} {p[1]:14.8f} {p[2]:14.8f}")
+    (out / "structures.xyz").write_text("\n".join(lines) + "\n")
+

@@ -35,11 +35,11 @@ def load_for_evaluation(model_or_path, device):
     return net.to(device).eval(), net.extra, str(model_or_path)
 
 
-def record_features(record, spec: ModelInputs | None = None, pad_to: int = 1) -> Features:
+def record_features(record, spec: ModelInputs | None = None) -> Features:
     """The network input of a store record (:func:`rhosr.nn.inputs.features`), with the
-    fine SAD (the baseline every evaluation reports); ``pad_to`` as there."""
+    fine SAD (the baseline every evaluation reports)."""
     return features(record.symbols, record.positions, record.grid, record.charge,
-                    spec or ModelInputs(), with_fine=True, pad_to=pad_to)
+                    spec or ModelInputs(), with_fine=True)
 
 
 def predict_record(net, record, device):

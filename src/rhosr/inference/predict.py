@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from rhosr.core.density import Density
+from rhosr.core.grid import UPSAMPLE, box_for, padded_mesh
 from rhosr.core.molecule import DEFAULT_MAX_VOXELS, Molecule, validate
 from rhosr.core.sources import load_molecules
 from rhosr.errors import InputError
-from rhosr.core.grid import UPSAMPLE, box_for
 from rhosr.inference.tiling import (
     MEMORY_FRACTION,
     available_memory_gb,
@@ -107,27 +107,23 @@ def memory_budget_gb(max_memory_gb, device) -> float:
 
 
 def tiling_of(net, coarse_mesh, held_bytes: float, max_memory_gb=None, device="cpu", tile=None):
-    """``(tile, halo, stride)`` for a prediction on the (padded) ``coarse_mesh``: ``tile`` the
+    """``(tile, halo)`` for a prediction on the (padded) ``coarse_mesh``: ``tile`` the
     interior edges (None: whole box) that keep the activations within the budget left after
     the ``held_bytes`` of input and output arrays, ``halo`` the receptive field rounded up to
     the network's stride (:func:`rhosr.nn.nets.tile_stride`).  A forced ``tile`` is rounded
     up to the stride."""
     stride = int(getattr(net, "tile_stride", 1))
-    halo = _round_up(int(getattr(net, "receptive_field", 0)), stride)
+    halo = padded_mesh([int(getattr(net, "receptive_field", 0))], stride)[0]
     if tile is None:
         budget = memory_budget_gb(max_memory_gb, device) - held_bytes / 1e9
         tile = choose_tile(coarse_mesh, halo, bytes_per_voxel(net), max(budget, 0.0), stride)
     elif stride > 1:
-        tile = tuple(_round_up(t, stride) for t in ((tile,) * 3 if np.ndim(tile) == 0 else tile))
+        tile = padded_mesh((tile,) * 3 if np.ndim(tile) == 0 else tile, stride)
     if tile is not None and not getattr(net, "is_tileable", False):
         warnings.warn("this model is not local (global normalisation layers): "
                       "running on the whole box instead of tiles", RuntimeWarning, stacklevel=3)
         tile = None
-    return tile, halo, stride
-
-
-def _round_up(n: int, stride: int) -> int:
-    return -(-int(n) // stride) * stride
+    return tile, halo
 
 
 def predict_arrays(net, sad_coarse, sad_fine, n_electrons: float, dv_fine: float,
@@ -157,7 +153,7 @@ def predict_arrays(net, sad_coarse, sad_fine, n_electrons: float, dv_fine: float
     fine_bytes = 4.0 * UPSAMPLE**3 * np.prod(shape, dtype=float)
     # float32 fine SAD (the output too when big), else + float32 output + float64 density
     held = 4.0 * np.prod(np.shape(sad_coarse), dtype=float) + fine_bytes * (1 if big else 4)
-    tile, halo, _ = tiling_of(net, shape, held, max_memory_gb, device, tile)
+    tile, halo = tiling_of(net, shape, held, max_memory_gb, device, tile)
     base = net_fn(net, device)
     in_place = (getattr(net, "uses_sad_fine", False) and not symmetrize and tile is not None
                 and sad_fine is not None)
