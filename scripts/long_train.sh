@@ -23,8 +23,8 @@
 # same 50 molecules (`scripts/long_train.sh status` prints both), bundle it with
 # scripts/bundle_model.py and remeasure the model card.
 #
-# Settings (environment): LR (1e-4)  EMA (0.999)  PRECISION (auto = bf16 where the CPU has
-# AMX or AVX-512 BF16, else fp32)  MIX_QM9 (0.7)  SEED (3)  THREADS (nproc).
+# Settings (environment): LR (1e-4)  EMA (0.999)  PRECISION (auto = rhosr train's: bf16 where
+# the CPU has AMX or AVX-512 BF16, else fp32)  MIX_QM9 (0.7)  SEED (3)  THREADS (nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,10 +43,6 @@ print(float(torch.load(sys.argv[1], weights_only=True, map_location="cpu")["trai
 EOF
 }
 
-precision() {
-    if [ -n "${PRECISION:-}" ] && [ "$PRECISION" != auto ]; then echo "$PRECISION"; return; fi
-    if grep -qE 'amx_bf16|avx512_bf16' /proc/cpuinfo; then echo bf16; else echo fp32; fi
-}
 
 case "${1:-start}" in
 start)
@@ -59,7 +55,7 @@ start)
     args=(data/exotic data/qm9 --out "$RUN" --mix "$(
         "$PY" -c "print(round(1 - $MIX_QM9, 6))")" "$MIX_QM9" --ids '*-train-*' 'qm9_*'
         --val-ids '*-val-*' 'qm9_*' --val-max 50 --val-every 400 --lr "$LR" --ema "$EMA"
-        --schedule constant --seed "$SEED" --precision "$(precision)" --no-progress)
+        --schedule constant --seed "$SEED" --precision "${PRECISION:-auto}" --no-progress)
     if [ -f "$RUN/last.pt" ]; then
         total=$("$PY" -c "print(round($(seconds_done "$RUN/last.pt") / 60 + $more, 1))")
         args+=(--resume --minutes "$total")

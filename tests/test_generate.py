@@ -136,3 +136,24 @@ def test_rhosr_guess_gives_the_same_labels(tmp_path):
         generate(["smiles:O"], str(tmp_path / "c"), scheduler="tcp://nowhere:1", guess=lambda m: None)
     with pytest.raises(InputError, match="predictor"):
         generate(["smiles:O"], str(tmp_path / "d"), guess="rhosr")
+
+
+def test_the_default_guess_is_the_measured_faster_one():
+    """`rhosr generate`'s default start is the one docs/refine.json (benchmarks/refine.py,
+    the record behind docs/benchmarks.md) measured faster per label at conv_tol 1e-10,
+    with the same energies; --scheduler falls back to 'minao' (no predictor there)."""
+    import json
+    from pathlib import Path
+
+    from rhosr.cli.main import build_parser, generate_guess
+
+    rows = json.loads((Path(__file__).parents[1] / "docs" / "refine.json").read_text())
+    assert len(rows) >= 20
+    minao = sum(r["scf_seconds"] for r in rows)
+    rhosr = sum(r["start"]["seconds"] for r in rows)
+    assert all(r["start"]["converged"] and abs(r["start"]["de"]) < 1e-8 for r in rows)
+    faster = "rhosr" if rhosr < minao else "minao"
+    parse = build_parser().parse_args
+    assert generate_guess(parse(["generate", "smiles:O", "--out", "x"])) == faster
+    remote = parse(["generate", "smiles:O", "--out", "x", "--scheduler", "tcp://h:1"])
+    assert generate_guess(remote) == "minao"

@@ -81,3 +81,42 @@ def test_model_file_records_the_variant_and_predict_honours_it(tmp_path):
         ref = normalize_density(sad_density(mol.symbols, pos, fine, variant=variant), mol.nelectron, fine.dv)
         assert nmae(outs[variant], ref) < 1e-5
     assert nmae(outs["paper"], outs["worsened"]) > 0.01
+
+
+@pytest.mark.parametrize("charge", [0, 1, -1, -2])
+def test_charge_channels_carry_the_net_charge(charge):
+    """sad+charge: the SAD, then Q⁺·SAD and Q⁻·SAD — zero for a neutral molecule."""
+    mol = load_molecule("smiles:CC(=O)O")
+    coarse, fine, pos = box_for(mol.positions)
+    f = features(mol.symbols, pos, fine, charge, ModelInputs("sad+charge", "paper", True))
+    sad_c = sad_density(mol.symbols, pos, coarse, charge=charge, dtype=np.float32)
+    assert f.coarse.shape == (3, *coarse.mesh)
+    np.testing.assert_array_equal(f.coarse[0], sad_c)
+    np.testing.assert_array_equal(f.coarse[1], max(charge, 0) * sad_c)
+    np.testing.assert_array_equal(f.coarse[2], max(-charge, 0) * sad_c)
+    assert (f.coarse[1:].max() > 0) == (charge != 0)
+
+
+def test_unet_charge_trains_from_unet_weights(store, tmp_path):
+    """--init a 'sad' model with preset unet-charge: the weights load where shapes allow,
+    the new input weights start at zero (the same output as before), and the run trains."""
+    from rhosr.nn.config import make_config
+    from rhosr.nn.modelfile import read_model_file
+    from rhosr.training.run import widen_inputs
+
+    torch.manual_seed(0)
+    old = build("unet")
+    init = save_model(tmp_path / "unet.pt", old, extra={"preset": "unet"})
+    wide = build("unet-charge")
+    wide.load_state_dict(widen_inputs(read_model_file(init)["state_dict"], wide))
+    x, f = torch.rand(1, 1, 8, 8, 8), torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        same = wide(torch.cat([x, torch.rand(1, 2, 8, 8, 8)], 1), f)
+        np.testing.assert_allclose(same.numpy(), old(x, f).numpy(), rtol=0, atol=1e-6)
+    result = train(store, tmp_path / "run", preset="unet-charge", init=str(init), steps=1,
+                   batch=1, lr=1e-6, val_fraction=0.0, progress=False)
+    net = load_model(result["best"])
+    assert net.config == make_config("unet-charge") and model_inputs(net).inputs == "sad+charge"
+    with pytest.raises(Exception, match="differs from preset"):
+        train(store, tmp_path / "run2", preset="sr-narrow", init=str(init), steps=1, batch=1,
+              progress=False)

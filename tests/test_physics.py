@@ -1,4 +1,5 @@
-"""One Kohn–Sham step from a density (rhosr.dft.physics) and the energy / scf / predict --refine commands."""
+"""Kohn–Sham steps from a density (rhosr.dft.physics, rhosr.dft.mesh, rhosr.dft.refine) and
+the energy / scf / predict --refine commands."""
 
 import json
 import subprocess
@@ -11,6 +12,7 @@ from rhosr.cli.main import main
 from rhosr.core.grid import box_for
 from rhosr.core.sources import load_molecules
 from rhosr.dft import physics
+from rhosr.dft.refine import refine, scf_from_density
 from rhosr.dft.scf import run_dft
 
 
@@ -31,21 +33,34 @@ def exact(request):
 
 def test_exact_density_gives_the_scf_energy(exact):
     mol, fine, pos, res = exact
-    step = physics.ks_step(mol.symbols, pos, fine, res.density, charge=mol.charge)
-    assert step.energy_harris == pytest.approx(res.energy, abs=1e-8)
+    # the single undamped step of the converged density: the SCF's energy and density
+    step = refine(mol.symbols, pos, fine, res.density, charge=mol.charge, tol=0, max_steps=1,
+                  mixing=1.0, keep_orbitals=True, energy_ks=True)
+    assert step.energy == pytest.approx(res.energy, abs=1e-8)
     assert step.energy_ks == pytest.approx(res.energy, abs=1e-8)
     assert step.electrons == pytest.approx(res.nelectron, abs=1e-10)
     assert physics.NEGATIVE_TOLERANCE > 0 and step.density.shape == fine.mesh
     assert np.abs(step.density - res.density).sum() / res.density.sum() < 1e-5
-    scf = physics.run_scf(mol.symbols, pos, fine, charge=mol.charge, guess=step.dm1)
+    scf = physics.run_scf(mol.symbols, pos, fine, charge=mol.charge, guess=step.dm)
     assert scf.converged and scf.cycles <= 3
     assert scf.energy == pytest.approx(res.energy, abs=1e-9)
-    # the exact density is a fixed point of damped steps too
-    damped = physics.ks_step(mol.symbols, pos, fine, res.density, charge=mol.charge, steps=2,
-                             mixing=0.5)
-    assert damped.energy_harris == pytest.approx(res.energy, abs=1e-8)
-    assert len(damped.harris_history) == 2
-    assert np.abs(damped.density - res.density).sum() / res.density.sum() < 1e-5
+    # the default refinement stops at once: the exact density is its fixed point
+    ref = refine(mol.symbols, pos, fine, res.density, charge=mol.charge)
+    assert ref.converged and ref.steps == 1 and ref.residuals[0] < 1e-4
+    assert ref.energy == pytest.approx(res.energy, abs=1e-8)
+
+
+def test_scf_from_a_refined_start_takes_one_cycle(exact):
+    """rhosr scf --guess rhosr: the refinement to SCF_START_TOL from a perturbed density
+    leaves PySCF one cycle (and its check) at conv_tol 1e-10, and the SCF's energy."""
+    mol, fine, pos, res = exact
+    x = np.linspace(0.0, 1.0, fine.mesh[0])[:, None, None]
+    rho = res.density * (1.0 + 0.2 * (x - 0.5))  # 20 % tilt: a dipole error
+    rho *= res.density.sum() / rho.sum()
+    ref, scf = scf_from_density(mol.symbols, pos, fine, rho, charge=mol.charge)
+    assert ref.converged and ref.steps >= 3
+    assert scf.converged and scf.cycles <= 2
+    assert scf.energy == pytest.approx(res.energy, abs=1e-9)
 
 
 FOCK_AND_DIPOLE = """
@@ -54,7 +69,8 @@ import numpy as np
 from pyscf.pbc import tools
 from pyscf.pbc.dft.multigrid import multigrid_pair
 from pyscf.pbc.scf.hf import dip_moment
-from rhosr.dft import physics
+from rhosr.dft import mesh, physics
+from rhosr.dft.refine import refine
 from rhosr.core.grid import box_for
 from rhosr.core.sources import load_molecules
 mol = load_molecules(sys.argv[1])[0]
@@ -67,13 +83,15 @@ ni = mf._numint
 rho_g = multigrid_pair._eval_rhoG(ni, dm, 1, np.zeros((1, 3)), 0)[0, 0]
 weight = mf.cell.vol / np.prod(ni.mesh)
 rho = (tools.ifft(rho_g.reshape(1, -1), ni.mesh).real / weight).reshape(ni.mesh)
-terms = physics.fock_terms(mf, rho)
+terms = mesh.fock_terms(mf, rho)
 ref = mf.get_veff(mf.cell, dm)
 out = {"veff": float(np.abs(terms["veff"] - ref).max()),
        "ecoul": terms["e_coul"] - float(ref.ecoul), "exc": terms["e_xc"] - float(ref.exc),
        "edc": terms["e_dc"] - float(np.einsum("ij,ji->", dm, ref).real)}
-step = physics.ks_step(mol.symbols, pos, fine, rho, charge=mol.charge)
-pyscf_dip = dip_moment(mf.cell, step.dm1, unit="Debye", verbose=0, origin=np.asarray(fine.cell) / 2)
+out["density"] = float(np.abs(mesh.mesh_density(mf, dm) - rho).max())
+step = refine(mol.symbols, pos, fine, rho, charge=mol.charge, tol=0, max_steps=1, mixing=1.0,
+              keep_orbitals=True)
+pyscf_dip = dip_moment(mf.cell, step.dm, unit="Debye", verbose=0, origin=np.asarray(fine.cell) / 2)
 out["dipole"] = float(np.abs(step.dipole_refined_debye - pyscf_dip).max())
 out["dipole_norm"] = float(np.linalg.norm(pyscf_dip))
 print(json.dumps(out))
@@ -82,13 +100,15 @@ print(json.dumps(out))
 
 @pytest.mark.parametrize("spec", ["smiles:O", "smiles:C[NH3+]"])
 def test_fock_route_and_dipole_equal_pyscf(spec):
-    """In a process without torch: F[ρ] = mf.get_veff(D) when ρ is D's multigrid density;
-    the dipole of ρ₁ = PySCF's dip_moment of D₁ about the box centre."""
+    """In a process without torch: F[ρ] = mf.get_veff(D) when ρ is D's multigrid density,
+    and rhosr's real-FFT density of D is multigrid's; the dipole of ρ₁ = PySCF's dip_moment
+    of D₁ about the box centre."""
     proc = subprocess.run([sys.executable, "-c", FOCK_AND_DIPOLE, spec], capture_output=True,
                           text=True, check=True)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["veff"] <= 1e-10
     assert abs(out["ecoul"]) <= 1e-10 and abs(out["exc"]) <= 1e-10 and abs(out["edc"]) <= 1e-10
+    assert out["density"] <= 1e-12
     assert out["dipole"] <= 1e-5 and out["dipole_norm"] > 0.1
 
 
@@ -96,18 +116,18 @@ def test_api_equals_cli(tmp_path, capsys):
     from rhosr import predict
 
     dens = predict("smiles:O")
-    step = physics.step_density(dens, steps=physics.REFINE_STEPS, mixing=physics.REFINE_MIXING)
+    step = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge,
+                  pointwise=False, energy_ks=True)
     js = tmp_path / "e.json"
     assert main(["energy", "smiles:O", "--json", str(js)]) == 0
     row = json.loads(js.read_text())[0]
-    assert row["energy_harris_hartree"] == pytest.approx(step.energy_harris, abs=1e-8)
-    assert row["energy_ks_hartree"] == pytest.approx(step.energy_ks, abs=1e-8)
+    assert row["energy_harris_hartree"] == pytest.approx(step.energy, abs=1e-8)
+    assert row["energy_ks_hartree"] == pytest.approx(step.energy_ks, abs=1e-6)
+    assert row["refine_steps"] == step.steps and row["refine_converged"] is True
     np.testing.assert_allclose(row["dipole_debye"], step.dipole_debye, atol=1e-6)
     assert row["seconds"] > 0 and row["electrons"] == pytest.approx(8.0)
     assert "E_Harris" in capsys.readouterr().out
     # predict --refine: the written density is rhosr.dft.refine's, and the summary and sidecar say so
-    from rhosr.dft.refine import refine
-
     res = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge)
     out = tmp_path / "w.npy"
     assert main(["predict", "smiles:O", "--refine", "-o", str(out), "--format", "npy"]) == 0
@@ -120,7 +140,7 @@ def test_api_equals_cli(tmp_path, capsys):
     assert main(["scf", "smiles:O", "--guess", "minao", "--json", str(js2)]) == 0
     scf = json.loads(js2.read_text())[0]
     assert scf["cycles"] > 3 and scf["converged"] and scf["seconds"] > 0
-    assert scf["energy_hartree"] < step.energy_harris + 0.01
+    assert scf["energy_hartree"] == pytest.approx(step.energy, abs=1e-5)
 
 
 def test_predict_without_refine_never_imports_pyscf(tmp_path):

@@ -153,3 +153,20 @@ def test_checkpoint_of_older_code_resumes(base, tmp_path):
     assert res["steps"] == 2 and res["val_molecules"] == 1  # the store's own validation split
     assert args["schedule"] == "cosine" and args["val_max"] is None and args["val_store"] is None
     assert args["seed"] == 3 and args["precision"] == "bf16" and args["ids"] == ["qm9_*"]
+
+
+def test_auto_precision_follows_the_cpu(tmp_path, monkeypatch):
+    """--precision auto: bf16 on CUDA and on a CPU with AMX or AVX-512 BF16, fp32 elsewhere."""
+    from rhosr.training import config as cfg
+
+    for flags, want in [("fpu sse2 avx512f amx_bf16 amx_tile", True),
+                        ("fpu sse2 avx512f avx512_bf16", True), ("fpu sse2 avx2 avx512f", False)]:
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cfg.cpu_has_bf16(str(info)) is want
+    assert cfg.cpu_has_bf16(str(tmp_path / "missing")) is False
+    base = TrainConfig(preset="tiny", steps=1)
+    for has, device, want in [(True, "cpu", "bf16"), (False, "cpu", "fp32"), (False, "cuda", "bf16")]:
+        monkeypatch.setattr(cfg, "cpu_has_bf16", lambda has=has: has)
+        assert resolved(base, device).precision == want
+    assert resolved(TrainConfig(preset="tiny", steps=1, precision="fp32"), "cpu").precision == "fp32"

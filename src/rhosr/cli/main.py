@@ -100,14 +100,23 @@ def _add_generate(sub) -> None:
                    help="label at most this many new molecules in this run")
     p.add_argument("--retry-failed", action="store_true", help="try molecules that failed before again")
     p.add_argument("--max-cycle", type=int, default=100, help="SCF iteration limit")
-    p.add_argument("--guess", choices=("minao", "rhosr"), default="minao",
-                   help="SCF start: PySCF's 'minao', or 'rhosr' (Kohn-Sham steps on the bundled "
-                        "model's prediction; the same labels to the SCF tolerance)")
+    p.add_argument("--guess", choices=("minao", "rhosr"), default=None,
+                   help="SCF start: 'rhosr' (the bundled model's prediction refined by Kohn-Sham "
+                        "steps until PySCF accepts it after one cycle; the same labels to the SCF "
+                        "tolerance in less wall time; closed shells, local workers) or PySCF's "
+                        "'minao' (default: rhosr, minao with --scheduler)")
     p.add_argument("--skip-in", nargs="+", default=[], metavar="BANK",
                    help="skip the molecules these banks (or stores) already hold: never relabel "
                         "(a folder that is not a bank yet skips nothing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_structure_options(p)
+
+
+def generate_guess(args) -> str:
+    """The SCF start of ``rhosr generate``: --guess, else 'rhosr' (measured faster per label,
+    docs/benchmarks.md "Refinement to convergence"), or 'minao' with --scheduler (the
+    predictor runs with local workers only)."""
+    return args.guess or ("minao" if args.scheduler else "rhosr")
 
 
 def _run_generate(args) -> int:
@@ -122,7 +131,7 @@ def _run_generate(args) -> int:
         if is_bank(path) or (Path(path) / META_NAME).is_file():
             skip.update(open_labels(path).ids())
         # else a folder where a bank is yet to start (its datasheet, structures): nothing to skip
-    guess = args.guess
+    guess = generate_guess(args)
     if guess == "rhosr":
         from rhosr.inference.predict import density_predictor
 

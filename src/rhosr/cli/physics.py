@@ -11,35 +11,26 @@ from rhosr.cli.common import STRUCTURE_HELP, Formatter, add_structure_options
 from rhosr.errors import InputError
 
 
-def _add_common(p) -> None:
+def _add_common(p, tol=None, max_steps=None) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=STRUCTURE_HELP)
     p.add_argument("--model", default="default", help="'default' (bundled) or a model file")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--smearing", type=float, default=None, metavar="HARTREE",
                    help="Fermi smearing width of the occupations (default: aufbau)")
-    add_step_options(p)
+    add_refine_options(p, tol, max_steps)
     add_structure_options(p)
 
 
-def add_step_options(p) -> None:
-    """--steps and --mixing of the Kohn-Sham refinement (defaults: rhosr.dft.physics)."""
-    from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS
-
-    p.add_argument("--steps", type=int, default=REFINE_STEPS,
-                   help="Kohn-Sham steps from the prediction (1 with --mixing 1: the single "
-                        "undamped step, rho1)")
-    p.add_argument("--mixing", type=float, default=REFINE_MIXING,
-                   help="after each step rho <- rho + mixing (rho_out - rho)")
-
-
-def add_refine_options(p) -> None:
-    """--tol, --max-steps, --steps and --mixing of the refinement (rhosr.dft.refine)."""
+def add_refine_options(p, tol=None, max_steps=None) -> None:
+    """--tol, --max-steps, --steps and --mixing of the refinement (rhosr.dft.refine; the
+    defaults its REFINE_TOL and REFINE_MAX_STEPS unless given)."""
     from rhosr.dft.refine import REFINE_MAX_STEPS, REFINE_MIXING, REFINE_TOL
 
-    p.add_argument("--tol", type=float, default=REFINE_TOL,
-                   help="stop when the density changes by at most this much in a step, "
-                        "||rho_out - rho_in||_1 / N (1e-3: 0.1 %%, ~0.03 %% NMAE)")
-    p.add_argument("--max-steps", type=int, default=REFINE_MAX_STEPS,
+    tol = REFINE_TOL if tol is None else tol
+    p.add_argument("--tol", type=float, default=tol,
+                   help=f"stop when the density changes by at most this much in a step, "
+                        f"||rho_out - rho_in||_1 / N ({tol:g}; 1e-3 gives ~0.03 %% NMAE)")
+    p.add_argument("--max-steps", type=int, default=max_steps or REFINE_MAX_STEPS,
                    help="at most this many steps; not converged by then: said in the summary "
                         "and JSON (refine_converged false), the best iterate returned")
     p.add_argument("--steps", type=int, default=None,
@@ -52,31 +43,37 @@ def add_refine_options(p) -> None:
 def add_energy(sub) -> None:
     p = sub.add_parser(
         "energy", formatter_class=Formatter,
-        help="energies and dipole from one Kohn-Sham step on the predicted density",
-        description="Predict the density, build the Kohn-Sham matrix F[rho] at the labels' level "
-                    "of theory (PySCF, PBE, gth-tzv2p, multigrid) and diagonalise it once. Per "
-                    "molecule: the Harris-Foulkes energy of the last step's input density, the "
-                    "Kohn-Sham energy E_KS[D] of the last step's density matrix (Hartree), the "
-                    "dipole about the box centre (debye; of the prediction, or of the refined "
-                    "density with --refine), electrons, seconds. --steps/--mixing: damped steps "
-                    "(--steps 1 --mixing 1: the single step). Closed shells only.")
+        help="energies and dipole from the predicted density, refined to --tol",
+        description="Predict the density and refine it by Kohn-Sham iterations at the labels' "
+                    "level of theory (PySCF, PBE, gth-tzv2p, multigrid; Pulay mixing of "
+                    "densities) until --tol, as `rhosr predict --refine` does. Per molecule: the "
+                    "Harris-Foulkes energy of the last input density (Hartree; reported because "
+                    "it is stationary: its error is second order in the density's, ~0.003 mHa "
+                    "at the default --tol), the Kohn-Sham energy E_KS[D] of the last density "
+                    "matrix, the dipole about the box centre (debye; of the prediction, or of the "
+                    "refined density with --refine), electrons, steps, seconds. --steps 1 "
+                    "--mixing 1: the single Kohn-Sham step of the prediction (its Harris energy). "
+                    "Closed shells only.")
     _add_common(p)
     p.add_argument("--refine", action="store_true",
-                   help="report the dipole of the refined density rho1 (evaluated point-wise)")
+                   help="report the dipole of the refined density (evaluated point-wise)")
     p.add_argument("--density", default=None, metavar="FILE",
-                   help="step from this density file (cube, npy + json, h5; one input, on the "
+                   help="start from this density file (cube, npy + json, h5; one input, on the "
                         "input's fine mesh) instead of the prediction")
 
 
 def add_scf(sub) -> None:
+    from rhosr.dft.refine import SCF_START_MAX_STEPS, SCF_START_TOL
+
     p = sub.add_parser(
         "scf", formatter_class=Formatter,
         help="the labels' PySCF SCF from a chosen start: cycles, seconds, energy",
         description="Run the SCF of the labels' level of theory from --guess: 'rhosr' (the "
-                    "density matrix of the Kohn-Sham steps (--steps, --mixing) on the predicted "
-                    "density; its seconds include the prediction and the steps), or PySCF's "
-                    "'atom' or 'minao'.")
-    _add_common(p)
+                    "density matrix of the predicted density refined to --tol, by default tight "
+                    "enough that PySCF accepts it after one cycle; its seconds include the "
+                    "prediction and the refinement steps), or PySCF's 'atom' or 'minao'. An SCF "
+                    "that does not converge in --max-cycle is reported as such.")
+    _add_common(p, tol=SCF_START_TOL, max_steps=SCF_START_MAX_STEPS)
     p.add_argument("--guess", choices=("rhosr", "atom", "minao"), default="rhosr",
                    help="initial guess")
     p.add_argument("--conv-tol", type=float, default=1e-10, metavar="HARTREE",
@@ -136,32 +133,44 @@ def _write_json(path, rows) -> None:
         Path(path).write_text(json.dumps(rows, indent=1))
 
 
-def run_energy(args) -> int:
-    from rhosr.dft import physics
+def _tol_steps(args) -> tuple:
+    """(tol, max_steps) of the refinement: --steps N is exactly N steps."""
+    if args.steps is not None:
+        if args.steps < 1:
+            raise InputError(f"--steps must be >= 1, not {args.steps}")
+        return 0.0, args.steps
+    return args.tol, args.max_steps
 
+
+def run_energy(args) -> int:
+    from rhosr.dft.refine import refine, summary
+
+    tol, steps = _tol_steps(args)
     rows = []
     for mol, fine, pos, rho, t_pred in _densities(args, _molecules(args)):
-        res = physics.ks_step(mol.symbols, pos, fine, rho, charge=mol.charge,
-                              smearing=args.smearing, refine=args.refine, steps=args.steps,
-                              mixing=args.mixing)
-        row = {"id": mol.id, **physics.summary(res, refine=args.refine),
-               "prediction_seconds": t_pred}
+        res = refine(mol.symbols, pos, fine, rho, charge=mol.charge, smearing=args.smearing,
+                     tol=tol, max_steps=steps, mixing=args.mixing, pointwise=args.refine,
+                     energy_ks=True)
+        row = {"id": mol.id, **summary(res), "prediction_seconds": t_pred}
         row["seconds"] += t_pred
         rows.append(row)
         d = row["dipole_debye"]
-        print(f"{mol.id}: E_Harris {row['energy_harris_hartree']:.6f} Ha, E_KS[D1] "
-              f"{row['energy_ks_hartree']:.6f} Ha, dipole ({d[0]:+.3f}, {d[1]:+.3f}, {d[2]:+.3f}) "
-              f"|{row['dipole_norm_debye']:.3f}| D ({row['dipole_of']}), "
-              f"{row['electrons']:.4f} electrons, {row['seconds']:.2f} s")
+        conv = "" if res.converged or args.steps is not None else " (NOT converged: best iterate)"
+        print(f"{mol.id}: E_Harris {row['energy_harris_hartree']:.6f} Ha, E_KS[D] "
+              f"{row['energy_ks_hartree']:.6f} Ha after {res.steps} step(s){conv}, dipole "
+              f"({d[0]:+.3f}, {d[1]:+.3f}, {d[2]:+.3f}) |{row['dipole_norm_debye']:.3f}| D "
+              f"({row['dipole_of']}), {row['electrons']:.4f} electrons, {row['seconds']:.2f} s")
     _write_json(args.json, rows)
     return 0
 
 
 def run_scf(args) -> int:
     from rhosr.dft import physics
+    from rhosr.dft.refine import scf_from_density
 
     if not args.conv_tol > 0:
         raise InputError(f"--conv-tol must be positive, not {args.conv_tol}")
+    tol, steps = _tol_steps(args)
     placed = _molecules(args)
     rows = []
     for mol, fine, pos, rho, t_pred in _scf_inputs(args, placed):
@@ -169,9 +178,10 @@ def run_scf(args) -> int:
         kw = dict(charge=mol.charge, conv_tol=args.conv_tol, max_cycle=args.max_cycle,
                   smearing=args.smearing)
         if rho is not None:
-            step, res = physics.scf_from_density(mol.symbols, pos, fine, rho, steps=args.steps,
-                                                 mixing=args.mixing, **kw)
-            extra = {"step_seconds": step.seconds, "prediction_seconds": t_pred}
+            ref, res = scf_from_density(mol.symbols, pos, fine, rho, tol=tol, max_steps=steps,
+                                        mixing=args.mixing, **kw)
+            extra = {"refine_steps": ref.steps, "refine_converged": ref.converged,
+                     "refine_seconds": ref.seconds, "prediction_seconds": t_pred}
         else:
             res = physics.run_scf(mol.symbols, pos, fine, guess=args.guess, **kw)
             extra = {}
@@ -179,11 +189,12 @@ def run_scf(args) -> int:
         row = {"id": mol.id, "guess": args.guess, "cycles": res.cycles, "converged": res.converged,
                "energy_hartree": res.energy, "seconds": wall, "scf_seconds": res.seconds, **extra}
         rows.append(row)
-        print(f"{mol.id}: guess {args.guess}, {res.cycles} cycles, "
+        start = f" after {extra['refine_steps']} refinement steps" if extra else ""
+        print(f"{mol.id}: guess {args.guess}{start}, {res.cycles} SCF cycles, "
               f"{'converged' if res.converged else 'NOT converged'}, E {res.energy:.10f} Ha, "
               f"{wall:.2f} s", file=sys.stdout)
     _write_json(args.json, rows)
-    return 0
+    return 0 if all(r["converged"] for r in rows) else 1
 
 
 def _scf_inputs(args, placed):

@@ -24,7 +24,7 @@ from rhosr.core.grid import box_for
 from rhosr.core.molecule import DEFAULT_MAX_VOXELS, Molecule
 from rhosr.core.sources import load_molecules
 from rhosr.dft.isolation import die_with_parent, thread_limit
-from rhosr.dft.physics import REFINE_MIXING, REFINE_STEPS, ks_step
+from rhosr.dft.refine import SCF_START_MAX_STEPS, SCF_START_TOL, refine
 from rhosr.dft.scf import level_of_theory, run_dft
 from rhosr.errors import InputError
 from rhosr.labels.store import Record, Store
@@ -90,20 +90,22 @@ def collect(
 
 
 def _guess_dm(mol, fine, pos, rho, smearing, threads):
-    """(dm0 or None, seconds, how): Kohn–Sham steps on a predicted density; None where
-    they cannot run (open shell) or fail, so that the SCF starts from 'minao' instead."""
+    """(dm0 or None, seconds, how): D of the prediction refined to SCF_START_TOL
+    (:func:`rhosr.dft.refine.refine`); None where it cannot run (open shell) or fails, so
+    that the SCF starts from 'minao' instead."""
     if mol.spin:
         return None, 0.0, "minao"
     t0 = time.perf_counter()
     try:
         with thread_limit(threads):
-            step = ks_step(mol.symbols, pos, fine, rho, charge=mol.charge, spin=mol.spin,
-                           smearing=smearing, refine=False, steps=REFINE_STEPS,
-                           mixing=REFINE_MIXING, energy=False)
+            res = refine(mol.symbols, pos, fine, rho, charge=mol.charge, smearing=smearing,
+                         tol=SCF_START_TOL, max_steps=SCF_START_MAX_STEPS, pointwise=False,
+                         keep_orbitals=True)
     except Exception:  # noqa: BLE001 -- any trouble: the plain guess labels it all the same
         return None, time.perf_counter() - t0, "minao"
-    how = f"rhosr ({REFINE_STEPS} Kohn-Sham steps, mixing {REFINE_MIXING:g}, on the prediction)"
-    return step.dm1, time.perf_counter() - t0, how
+    how = (f"rhosr (the prediction refined by {res.steps} Pulay-mixed Kohn-Sham steps to a "
+           f"residual {res.residuals[res.best_step - 1]:.1e})")
+    return res.dm, time.perf_counter() - t0, how
 
 
 def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | None = None,

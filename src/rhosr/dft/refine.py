@@ -1,21 +1,23 @@
-"""A convergent refinement of a predicted density: Kohn–Sham iterations with Pulay (DIIS)
-mixing of Fock matrices, from the prediction to the SCF's fixed point.
+"""A convergent refinement of a predicted density: Kohn–Sham iterations with Pulay mixing of
+densities, from the prediction to the SCF's fixed point; and the SCF started from it.
 
-Step 0 builds F[ρ_pred] from the predicted density on the fine mesh
-(:func:`rhosr.dft.physics.fock_terms`) and diagonalises it: D₁.  Step k ≥ 1 evaluates
-ρ_k = ρ[D_k] the fast way (multigrid's FFT route, the same mesh), builds F[ρ_k], adds
-(F_k, F_k D_k S − S D_k F_k) to PySCF's CDIIS, and diagonalises the extrapolated Fock
-matrix: D_{k+1}.  The residual of step k is the change of the density,
-``r_k = ‖ρ_k − ρ_{k−1}‖₁ / N`` (ρ_0 the prediction; N the electrons), i.e. the NMAE of
-one iterate against the last.  The iteration stops at ``r_k ≤ tol`` (converged) or after
+Step k builds F[ρ_in] from the input density on the fine mesh (:func:`rhosr.dft.mesh.fock_terms`;
+ρ_in of step 1 is the prediction), diagonalises it (D_k), evaluates ρ_out = ρ[D_k] the fast
+way (:func:`rhosr.dft.mesh.mesh_density`, the same mesh) and takes as the next input the
+Pulay combination of the inputs so far plus β times their residuals ρ_out − ρ_in.  The
+residual of step k is ``r_k = ‖ρ_out − ρ_in‖₁ / N`` (N the electrons), the NMAE of the
+output against the input.  The iteration stops at ``r_k ≤ tol`` (converged) or after
 ``max_steps``; it returns the iterate with the smallest residual (the last when it
 converged), its density evaluated point by point from its orbitals as the labels are
-(:func:`rhosr.dft.scf.evaluate_density`), E_KS of its density matrix and dipoles.
+(:func:`rhosr.dft.scf.evaluate_density`), the Harris energy of its input density and
+dipoles.  ``method="diis"`` (PySCF's CDIIS on Fock matrices from D₁) and ``"plain"`` (no
+mixing) are there to be measured against it.
 
-Each step costs what an SCF cycle costs (one multigrid density, one potential, one
-diagonalisation); the cell, core Hamiltonian and overlap are built once.  The energy
-reported is E_KS[D] (variational at the fixed point, so it converges with D; the Harris
-energy of the prediction is step 0's).
+Each step costs less than an SCF cycle (one collocated density, one potential by real FFTs,
+one integration, one diagonalisation); the cell, core Hamiltonian, overlap, Coulomb kernel
+and multigrid task list are built once.  :func:`scf_from_density` runs the labels' SCF
+from the D of a tightly converged refinement (``rhosr scf --guess rhosr``, ``rhosr generate
+--guess rhosr``).
 """
 
 from __future__ import annotations
@@ -27,16 +29,23 @@ import numpy as np
 from rhosr.core.density import Density
 from rhosr.core.grid import Grid
 from rhosr.dft.isolation import isolated
-from rhosr.dft.physics import check_density, dipole_debye, fock_terms, harris_energy, scf_object
-from rhosr.dft.scf import evaluate_density
+from rhosr.dft.mesh import fock_terms, mesh_density
+from rhosr.dft.physics import check_density, dipole_debye, harris_energy, run_scf, scf_object
+from rhosr.dft.scf import CONV_TOL, evaluate_density
 from rhosr.errors import InputError
 
-#: Default stopping rule of ``rhosr predict --refine`` (chosen on validation molecules,
-#: docs/benchmarks.md "Refinement"): ‖ρ_k − ρ_{k−1}‖₁ / N ≤ REFINE_TOL, at most
-#: REFINE_MAX_STEPS steps.
+#: Default stopping rule of ``rhosr predict --refine`` and ``rhosr energy`` (chosen on
+#: validation molecules, docs/benchmarks.md "Refinement"): ‖ρ_out − ρ_in‖₁ / N ≤ REFINE_TOL,
+#: at most REFINE_MAX_STEPS steps.
 REFINE_TOL = 1e-3
 REFINE_MAX_STEPS = 12
 REFINE_MIXING = 0.5
+#: Tolerance of the refinement that starts an SCF (``rhosr scf --guess rhosr``, ``rhosr
+#: generate --guess rhosr``): tight enough that PySCF's SCF at conv_tol 1e-10 accepts the
+#: start after one cycle (docs/benchmarks.md "SCF start"); a looser start leaves PySCF's
+#: DIIS 4-9 cycles, each dearer than a step.
+SCF_START_TOL = 1e-6
+SCF_START_MAX_STEPS = 20
 
 
 @dataclass
@@ -54,6 +63,8 @@ class RefineResult:
     dipole_debye: np.ndarray
     dipole_refined_debye: np.ndarray | None
     electrons: float
+    #: Hartree: E_KS[D] of the returned iterate (nan unless asked for: one more Fock build)
+    energy_ks: float
     seconds: float
     timings: dict = field(default_factory=dict)
     #: per step: {"residual", "energy", "seconds"} (seconds since the start)
@@ -61,12 +72,6 @@ class RefineResult:
     mo_coeff: np.ndarray | None = None
     mo_occ: np.ndarray | None = None
     dm: np.ndarray | None = None
-
-
-def mesh_density(mf, dm) -> np.ndarray:
-    """ρ[D] on the multigrid mesh of ``mf`` (the fine mesh), e/bohr³: the fast route."""
-    rho = mf._numint.get_rho(mf.cell, dm, None)
-    return np.asarray(rho, dtype=np.float64).reshape(tuple(mf._numint.mesh))
 
 
 class _Solver:
@@ -86,7 +91,7 @@ class _Solver:
         timings["setup"] += time.perf_counter() - t0
 
     def fock(self, rho):
-        """F[ρ] and its terms (:func:`rhosr.dft.physics.fock_terms`)."""
+        """F[ρ] and its terms (:func:`rhosr.dft.mesh.fock_terms`)."""
         t0 = time.perf_counter()
         terms = fock_terms(self.mf, rho)
         self.timings["fock"] += time.perf_counter() - t0
@@ -123,12 +128,14 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
            smearing: float | None = None, tol: float = REFINE_TOL,
            max_steps: int = REFINE_MAX_STEPS, method: str = "pulay", mixing: float = REFINE_MIXING,
            history: int = 6, pointwise: bool = True, keep_orbitals: bool = False,
-           callback=None) -> RefineResult:
+           energy_ks: bool = False, callback=None) -> RefineResult:
     """Refine ``rho`` (fine mesh, e/bohr³) towards the SCF's fixed point; see the module
     docstring.  ``method``: :data:`METHODS`; ``mixing`` β and ``history`` (densities kept)
     of the Pulay mixing.  ``pointwise=False`` skips the point-wise density of the result
-    (``density`` None), e.g. for an SCF start.  ``callback(step, mo_coeff, mo_occ,
-    trace_row)`` sees every iterate (benchmarks).  Closed shells only."""
+    (``density`` None), e.g. for an SCF start; ``energy_ks`` adds E_KS[D] of the result.
+    ``callback(step, mo_coeff, mo_occ, trace_row)`` sees every iterate (benchmarks).
+    ``max_steps=1, mixing=1``: the single Kohn–Sham step (the Harris energy of ``rho``).
+    Closed shells only."""
     check_density(rho, grid, symbols, charge, 0)
     if max_steps < 1 or not tol >= 0 or method not in METHODS or not 0 < mixing <= 1:
         raise InputError(f"refine: max steps >= 1, tol >= 0, method in {METHODS} and "
@@ -143,8 +150,18 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     iterate = _pulay if method == "pulay" else _fock_diis
     trace, best = iterate(sol, np.asarray(rho, dtype=np.float64), grid.dv, nelec, tol, max_steps,
                           method, mixing, history, callback, t_start)
+    e_ks = _energy_ks(sol, best[3]) if energy_ks else float("nan")
     return _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
-                   pointwise, keep_orbitals, converged=best[0] <= tol)
+                   pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
+
+
+def _energy_ks(sol, dm, terms=None) -> float:
+    """E_KS[D] (Hartree): Tr D h + E_H + E_loc,long + E_xc of D's mesh density + E_nn
+    (``terms``: :func:`rhosr.dft.mesh.fock_terms` of that density, when at hand)."""
+    if terms is None:
+        terms = fock_terms(sol.mf, sol.density(dm))
+    return float(np.einsum("ij,ji->", dm, sol.h).real + terms["e_coul"] + terms["e_xc"]
+                 + sol.e_nuc)
 
 
 def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, callback, t_start):
@@ -209,8 +226,7 @@ def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, cal
         rho_k = sol.density(dm)
         residual = float(np.abs(rho_k - rho_prev).sum() * dv / nelec)
         fock, terms = sol.fock(rho_k)
-        e_ks = float(np.einsum("ij,ji->", dm, sol.h).real + terms["e_coul"] + terms["e_xc"]
-                     + sol.e_nuc)
+        e_ks = _energy_ks(sol, dm, terms)  # ρ_k is D_k's density
         best = _record(trace, best, callback, t_start, k, residual, e_ks, dm, mo_coeff, mo_occ)
         if residual <= tol:
             break
@@ -221,7 +237,7 @@ def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, cal
 
 
 def _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
-            pointwise, keep_orbitals, converged) -> RefineResult:
+            pointwise, keep_orbitals, converged, energy_ks) -> RefineResult:
     residual, best_step, energy, dm, mo_coeff, mo_occ = best
     density = None
     if pointwise:
@@ -234,7 +250,8 @@ def _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_star
         dipole_debye=dipole_debye(symbols, positions_bohr, grid, rho),
         dipole_refined_debye=None if density is None else dipole_debye(symbols, positions_bohr,
                                                                        grid, density),
-        electrons=float(np.sum(mo_occ)), seconds=time.perf_counter() - t_start,
+        electrons=float(np.sum(mo_occ)), energy_ks=energy_ks,
+        seconds=time.perf_counter() - t_start,
         timings=timings, trace=trace, mo_coeff=mo_coeff if keep_orbitals else None,
         mo_occ=mo_occ if keep_orbitals else None, dm=dm if keep_orbitals else None)
 
@@ -249,3 +266,37 @@ def refined_density(density, result: RefineResult):
     values = np.asarray(result.density, dtype=density.values.dtype)
     meta["electrons"] = float(values.sum(dtype=np.float64) * density.grid.dv)
     return Density(values, density.grid, density.symbols, density.positions, density.charge, meta)
+
+
+def summary(result: RefineResult) -> dict:
+    """JSON-able figures of a refinement (``rhosr energy``): energies (Hartree), dipole
+    (debye; of the refined density when it was evaluated, else of the input), electrons,
+    steps, seconds."""
+    dip = result.dipole_refined_debye if result.density is not None else result.dipole_debye
+    return {
+        "energy_harris_hartree": result.energy,
+        "energy_ks_hartree": result.energy_ks,
+        "dipole_debye": [float(x) for x in dip],
+        "dipole_norm_debye": float(np.linalg.norm(dip)),
+        "dipole_of": "refined density" if result.density is not None else "input density",
+        "electrons": result.electrons,
+        "refine_steps": result.steps,
+        "refine_converged": result.converged,
+        "refine_residual": result.residuals[result.best_step - 1],
+        "seconds": result.seconds,
+    }
+
+
+@isolated
+def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
+                     conv_tol: float = CONV_TOL, max_cycle: int = 100,
+                     smearing: float | None = None, tol: float = SCF_START_TOL,
+                     max_steps: int = SCF_START_MAX_STEPS, mixing: float = REFINE_MIXING):
+    """``(RefineResult, SCFResult)``: the labels' SCF (:func:`rhosr.dft.physics.run_scf`)
+    started from D of :func:`refine` of ``rho`` to ``tol`` (one process).  A refinement that
+    stops short of ``tol`` still hands over its best D; the SCF decides convergence."""
+    ref = refine(symbols, positions_bohr, grid, rho, charge=charge, smearing=smearing, tol=tol,
+                 max_steps=max_steps, mixing=mixing, pointwise=False, keep_orbitals=True)
+    scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=ref.dm, conv_tol=conv_tol,
+                  max_cycle=max_cycle, smearing=smearing)
+    return ref, scf

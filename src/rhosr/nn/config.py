@@ -75,8 +75,10 @@ class ModelConfig:
         SAD)^k to the correction (z_k: more pixel-shuffled output channels), so that the
         fine SAD's sharp shape near the nuclei modulates it.
     inputs : str
-        "sad" (one channel) or "sad+elements" (the SAD, then its parts from H, C, N,
-        O, F and all other elements: 7 channels), see :data:`INPUTS`.
+        "sad" (one channel), "sad+elements" (the SAD, then its parts from H, C, N,
+        O, F and all other elements: 7 channels) or "sad+charge" (the SAD, then Q⁺·SAD and
+        Q⁻·SAD for a net charge Q: 3 channels, the last two zero for a neutral molecule),
+        see :data:`rhosr.nn.inputs.INPUTS`.
     """
 
     arch: str = "sad-residual"
@@ -94,7 +96,7 @@ class ModelConfig:
 
     @property
     def input_channels(self) -> int:
-        return 1 if self.inputs == "sad" else 2 + len(ELEMENT_CHANNELS)
+        return {"sad": 1, "sad+charge": 3}.get(self.inputs, 2 + len(ELEMENT_CHANNELS))
 
     def __post_init__(self):
         _check_choice("arch", self.arch, ARCHS)
@@ -138,6 +140,10 @@ PRESETS: dict[str, ModelConfig] = {
     "sr-deep": ModelConfig(arch="sad-residual", channels=32, blocks=12, kernel_in=3, kernel=3),
     # the bake-off's rows (benchmarks/bakeoff.py): about sr-narrow's cost per step
     "unet": ModelConfig(arch="sad-unet", channels=16, blocks=1, widths=(40, 80)),
+    # unet reading the net charge (Q⁺·SAD, Q⁻·SAD): trained from unet's weights, the new
+    # input weights starting at zero (rhosr.training.run.widen_inputs)
+    "unet-charge": ModelConfig(arch="sad-unet", channels=16, blocks=1, widths=(40, 80),
+                               inputs="sad+charge"),
     "sr-elements": ModelConfig(arch="sad-residual", channels=16, blocks=6,
                                inputs="sad+elements"),
     "sr-fine": ModelConfig(arch="sad-residual", channels=16, blocks=6, fine_channels=2),

@@ -9,7 +9,12 @@ call :func:`features`, so a model sees the same input wherever it runs:
   coarse mesh (the network input) and on the fine mesh (read by the SAD-correcting
   networks, which predict a correction to it);
 - for ``ModelConfig.inputs == "sad+elements"``, six more coarse channels: the SAD of
-  the H, C, N, O, F atoms and of all other atoms (:func:`rhosr.nn.inputs.element_parts`).
+  the H, C, N, O, F atoms and of all other atoms (:func:`rhosr.nn.inputs.element_parts`);
+- for ``"sad+charge"``, two more: Q⁺·SAD and Q⁻·SAD (Q⁺ = max(Q, 0), Q⁻ = max(−Q, 0) for
+  the net charge Q): zero for a neutral molecule, the SAD itself on the channel of the
+  charge's sign for a singly charged one — what the normalised SAD alone cannot say
+  (a network sees the shape of the density, not its electron count).  Non-negative, as the
+  networks' square-root input transform needs.
 
 The fine mesh is the coarse one refined ``UPSAMPLE`` times per axis (same origin), so
 coarse point ``i`` is fine point ``2i``; the cube symmetries and coarse shifts of
@@ -39,7 +44,7 @@ ELEMENT_CHANNELS = ("H", "C", "N", "O", "F")
 
 
 #: What a network can read besides the SAD (``ModelConfig.inputs``).
-INPUTS = ("sad", "sad+elements")
+INPUTS = ("sad", "sad+elements", "sad+charge")
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,8 @@ def model_inputs(net) -> ModelInputs:
 class Features:
     """A molecule as a network reads it.
 
-    ``coarse``: (C, X, Y, Z) float32, e/bohr³ — channel 0 the SAD, then any element
-    channels; ``sad_fine``: (UX, UY, UZ) float32 SAD on the fine mesh, or None for a
+    ``coarse``: (C, X, Y, Z) float32, e/bohr³ — channel 0 the SAD, then any element or
+    charge channels; ``sad_fine``: (UX, UY, UZ) float32 SAD on the fine mesh, or None for a
     network that does not read it."""
 
     coarse: np.ndarray
@@ -104,6 +109,8 @@ def features(symbols, positions_bohr, fine: Grid, charge: int = 0,
     if spec.inputs == "sad+elements":
         channels.append(element_parts(symbols, positions_bohr, coarse, spec.sad_variant,
                                       np.float32))
+    elif spec.inputs == "sad+charge":
+        channels.append(np.stack([max(charge, 0) * sad_c, max(-charge, 0) * sad_c]))
     x = channels[0] if len(channels) == 1 else np.concatenate(channels)
     padded = padded_mesh(coarse.mesh, pad_to)
     x = pad_periodic(x, padded)

@@ -13,6 +13,7 @@ rank 0's logging (:func:`open_logging`).  Then :func:`rhosr.training.loop.run_lo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import random
 from dataclasses import dataclass
@@ -158,9 +159,35 @@ def choose_network(o: TrainConfig, ckpt=None) -> tuple[ModelConfig, str | None, 
             raise InputError(f"--init {o.init}: {exc}") from None
         config = make_config(record["config"])
         if o.preset is not None and make_config(o.preset) != config:
-            raise InputError(f"--init {o.init}: its architecture differs from preset {o.preset!r}")
+            wider = make_config(o.preset)
+            if not _widens_inputs(config, wider):
+                raise InputError(f"--init {o.init}: its architecture differs from preset "
+                                 f"{o.preset!r}")
+            return wider, o.preset, record
         return config, record["extra"].get("preset") or preset_of(config), record
     return make_config(o.preset or TRAIN_PRESET), o.preset or TRAIN_PRESET, None
+
+
+def _widens_inputs(old: ModelConfig, new: ModelConfig) -> bool:
+    """True when ``new`` is ``old`` reading more input channels after the same SAD channel
+    (e.g. ``unet`` → ``unet-charge``): the init's weights then load where shapes allow."""
+    return (old.inputs == "sad" and new.inputs != "sad"
+            and dataclasses.replace(new, inputs="sad") == old)
+
+
+def widen_inputs(state_dict: dict, model) -> dict:
+    """``state_dict`` of a network reading fewer input channels, fitted to ``model``: each
+    weight whose input dimension (1) is smaller gets zeros for the new channels, so that the
+    widened network computes what the old one did until training moves them."""
+    out = {}
+    for name, want in model.state_dict().items():
+        have = state_dict[name]
+        if have.shape != want.shape:
+            new = torch.zeros_like(want)
+            new[:, : have.shape[1]] = have
+            have = new
+        out[name] = have
+    return out
 
 
 def build_network(o: TrainConfig, ckpt, device) -> tuple:
@@ -171,7 +198,7 @@ def build_network(o: TrainConfig, ckpt, device) -> tuple:
     config, preset_name, init_record = choose_network(o, ckpt)
     model = build(config)
     if init_record is not None:
-        model.load_state_dict(init_record["state_dict"], strict=True)
+        model.load_state_dict(widen_inputs(init_record["state_dict"], model), strict=True)
     frozen = freeze_parameters(model, o.freeze)
     model.to(device).train()
     if not any(p.requires_grad for p in model.parameters()):
