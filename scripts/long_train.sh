@@ -11,8 +11,10 @@
 # (a model file of the best weights so far, only when they are not the resume point's EMA
 # weights) and models/long/metrics.csv (the whole curve).
 # `start` rebuilds runs/long from them when the folder is missing, so a fresh clone
-# continues where the last session stopped; with neither, the run starts from the bundled
-# model.
+# continues where the last session stopped; with neither, the run starts from INIT (default:
+# the bundled model; models/long/init.pt holds the weights the current run started from, with
+# the training phases before it) as PRESET (default: INIT's architecture; a preset reading
+# more inputs, e.g. unet-charge, starts with the new input weights at zero).
 #
 # The schedule has no horizon ('constant': 200 warm-up steps, then LR with an EMA of the
 # weights), so that every resume continues one schedule. Data: every bank's training
@@ -60,7 +62,8 @@ start)
         total=$("$PY" -c "print(round($(seconds_done "$RUN/last.pt") / 60 + $more, 1))")
         args+=(--resume --minutes "$total")
     else
-        args+=(--init default --minutes "$more")
+        args+=(--init "${INIT:-default}" --minutes "$more")
+        [ -n "${PRESET:-}" ] && args+=(--preset "$PRESET")
     fi
     # the run imports a snapshot of the code taken now, so that work on the tree while it
     # runs (moved modules, lazy imports) cannot break it

@@ -6,8 +6,9 @@ Validation NMAE against cumulative training minutes (2 CPU cores) since the bake
 bundled model's phases before the long run (their ends, from the ``phases`` of its model
 file; phase 1 was
 validated on QM9 molecules only, phases 2 and 3 on the 50 molecules of the long run) and then
-the long run (models/long/metrics.csv, the same 50 molecules), whose clock starts where the
-phases ended (wall minutes of the run; a step longer than 5 minutes, a pause, counts as
+the long run (models/long/metrics-unet.csv, its `unet` part to step 17200, then
+models/long/metrics.csv, its `unet-charge` part; the same 50 molecules), whose clock starts
+where the phases ended (wall minutes of the run; a step longer than 5 minutes, a pause, counts as
 one typical step). A power law NMAE = a·t^(-b) is fitted by least squares in log-log to the
 validation points on those 50 molecules (phase 3's end and the long run's); the script prints
 it and what it predicts at 10x and 100x today's minutes, the latter about what a GPU gives in
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 
-def history(model_path: Path, metrics: Path):
+def history(model_path: Path, metrics: list):
     """(phase ends [(minutes, val, name)], long-run points [(minutes, val)]), cumulative minutes."""
     import torch
 
@@ -40,11 +41,14 @@ def history(model_path: Path, metrics: Path):
             continue
         clock += float(ph["seconds"]) / 60
         ends.append((clock, float(ph["best_val_nmae_percent"]), f"phase {k + 1} ({ph['run']})"))
-    rows = list(csv.DictReader(open(metrics)))
+    rows, dts = [], []
+    for path in (p for p in metrics if Path(p).is_file()):
+        part = list(csv.DictReader(open(path)))
+        rows += part  # each file's clock starts at its run's start
+        dts.append(np.diff(np.array([float(r["seconds"]) for r in part]), prepend=0.0))
     # the run's clock is wall time: a pause (SIGSTOP while something else was timed, or a
     # gap between sessions) shows as one long step; count such steps as a typical one
-    secs = np.array([float(r["seconds"]) for r in rows])
-    dt = np.diff(secs, prepend=0.0)
+    dt = np.concatenate(dts)
     typical = float(np.median(dt[1:])) if len(dt) > 1 else 0.0
     dt = np.where(dt > max(20 * typical, 300.0), typical, dt)
     clock_min = clock + np.cumsum(dt) / 60
@@ -65,7 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--model", type=Path, default=ROOT / "src" / "rhosr" / "models" / "default.pt")
-    ap.add_argument("--metrics", type=Path, default=ROOT / "models" / "long" / "metrics.csv")
+    ap.add_argument("--metrics", type=Path, nargs="+",
+                    default=[ROOT / "models" / "long" / n for n in ("metrics-unet.csv", "metrics.csv")],
+                    help="the long run's metrics files in order (their clocks continue each other)")
     args = ap.parse_args(argv)
     ends, points = history(args.model, args.metrics)
     same_50 = [ends[-1][:2]] + points

@@ -373,7 +373,8 @@ def test_bf16_precision_on_the_cpu(store, tmp_path):
     assert all(v.dtype == torch.float32 for v in ckpt["state_dict"].values())
     train(store, tmp_path / "bf16", preset="tiny", steps=3, resume=True, val_every=3, progress=False)
     assert read_checkpoint(tmp_path / "bf16" / "last.pt")["training"]["args"]["precision"] == "bf16"
-    plain = train(store, tmp_path / "fp32", preset="tiny", steps=2, val_every=2, progress=False)
+    plain = train(store, tmp_path / "fp32", preset="tiny", steps=2, val_every=2, precision="fp32",
+                  progress=False)
     assert read_checkpoint(tmp_path / "fp32" / "last.pt")["training"]["args"]["precision"] == "fp32"
     assert res["weights_sha256"] != plain["weights_sha256"]  # bf16 rounding changes the steps
     with pytest.raises(Exception, match="precision must be one of"):
