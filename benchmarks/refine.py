@@ -128,7 +128,7 @@ def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> d
            "scf_seconds": scf_seconds, "scf_cycles": len(keep), "scf_converged": bool(mf.converged),
            "pointwise_seconds": t_pw, "predict_seconds": row["predict_seconds"],
            "predict_nmae": err(rho_pred), "scf": scf,
-           "scf_cycles_default": _cycles_to(grads, mf.cell)}
+           "scf_cycles_default": _cycles_to(grads, _default_conv_tol(mf.cell))}
     for method in methods:
         name = "rhosr" if method == methods[0] else f"rhosr_{method}"
         iters = []
@@ -157,36 +157,38 @@ def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> d
                               "dipole_error": float(np.linalg.norm(
                                   dipole_debye(sym, pos, grid, final) - dip_ref)),
                               "seconds": curve[k]["t"] - t_pw + (time.perf_counter() - t2)}
-            out["start"] = scf_start(row, grid, iters, curve, t_pw, e_ref)
+            out["start"] = scf_start(row, grid, iters, curve, e_ref, _default_conv_tol(mf.cell))
     return out
 
 
-def _cycles_to(trace, cell) -> int | None:
-    """Cycles to PySCF's default test for the cell (|ΔE| < tol, |g| < √tol) in a trace of
-    (ΔE, |g|) per cycle."""
-    tol = max(cell.precision * 10, 1e-8)  # pyscf.pbc's SCF default
+def _default_conv_tol(cell) -> float:
+    """pyscf.pbc's default SCF conv_tol for ``cell``."""
+    return max(cell.precision * 10, 1e-8)
+
+
+def _cycles_to(trace, tol) -> int | None:
+    """Cycles to PySCF's test at ``tol`` (|ΔE| < tol, |g| < √tol) in a trace of (ΔE, |g|) per
+    cycle (the 'minao' run's callback; an SCFResult has its own ``cycles_to``)."""
     return next((i + 1 for i, (de, g) in enumerate(trace) if abs(de) < tol and g < tol ** 0.5),
                 None)
 
 
-def scf_start(row, grid, iters, curve, t_pw, e_ref) -> dict:
+def scf_start(row, grid, iters, curve, e_ref, default_tol) -> dict:
     """``rhosr scf --guess rhosr``: the labels' SCF (conv_tol 1e-10) from the first iterate
     whose residual is at most SCF_START_TOL (the best if none is), read off the same
     trajectory; its seconds count the prediction and the steps."""
     from rhosr.dft.physics import run_scf
     from rhosr.dft.refine import SCF_START_TOL
-    from rhosr.dft.scf import build_cell
 
     k = next((i for i, c in enumerate(curve) if c["residual"] <= SCF_START_TOL),
              int(np.argmin([c["residual"] for c in curve])))
     c, o, tr = iters[k]
     sym, pos = row["symbols"], np.asarray(row["positions"])
-    cell = build_cell(sym, pos, grid, charge=row["charge"])
     dm = (c * o) @ c.T
     scf = run_scf(sym, pos, grid, charge=row["charge"], guess=dm, conv_tol=1e-10)
     return {"steps": k + 1, "residual": curve[k]["residual"], "cycles": scf.cycles,
             "converged": scf.converged, "de": scf.energy - e_ref,
-            "cycles_default": _cycles_to([(t["delta_e"], t["grad"]) for t in scf.trace], cell),
+            "cycles_default": scf.cycles_to(default_tol),
             "seconds": row["predict_seconds"] + tr["seconds"] + scf.seconds,
             "refine_seconds": tr["seconds"], "scf_seconds": scf.seconds}
 

@@ -30,7 +30,8 @@ def add_refine_options(p, tol=None, max_steps=None) -> None:
     p.add_argument("--tol", type=float, default=tol,
                    help=f"stop when the density changes by at most this much in a step, "
                         f"||rho_out - rho_in||_1 / N ({tol:g}; 1e-3 gives ~0.03 %% NMAE)")
-    p.add_argument("--max-steps", type=int, default=max_steps or REFINE_MAX_STEPS,
+    max_steps = REFINE_MAX_STEPS if max_steps is None else max_steps
+    p.add_argument("--max-steps", type=int, default=max_steps,
                    help="at most this many steps; not converged by then: said in the summary "
                         "and JSON (refine_converged false), the best iterate returned")
     p.add_argument("--steps", type=int, default=None,
@@ -133,8 +134,9 @@ def _write_json(path, rows) -> None:
         Path(path).write_text(json.dumps(rows, indent=1))
 
 
-def _tol_steps(args) -> tuple:
-    """(tol, max_steps) of the refinement: --steps N is exactly N steps."""
+def refine_budget(args) -> tuple:
+    """(tol, max_steps) of the refinement from the options of :func:`add_refine_options`:
+    --steps N is exactly N steps (tol 0), else --tol and --max-steps."""
     if args.steps is not None:
         if args.steps < 1:
             raise InputError(f"--steps must be >= 1, not {args.steps}")
@@ -145,7 +147,7 @@ def _tol_steps(args) -> tuple:
 def run_energy(args) -> int:
     from rhosr.dft.refine import refine, summary
 
-    tol, steps = _tol_steps(args)
+    tol, steps = refine_budget(args)
     rows = []
     for mol, fine, pos, rho, t_pred in _densities(args, _molecules(args)):
         res = refine(mol.symbols, pos, fine, rho, charge=mol.charge, smearing=args.smearing,
@@ -170,7 +172,7 @@ def run_scf(args) -> int:
 
     if not args.conv_tol > 0:
         raise InputError(f"--conv-tol must be positive, not {args.conv_tol}")
-    tol, steps = _tol_steps(args)
+    tol, steps = refine_budget(args)
     placed = _molecules(args)
     rows = []
     for mol, fine, pos, rho, t_pred in _scf_inputs(args, placed):

@@ -76,11 +76,12 @@ def add_predict(sub) -> None:
 
 def _refine(dens, mol, args):
     """The prediction refined towards the SCF (rhosr.dft.refine; imports PySCF)."""
+    from rhosr.cli.physics import refine_budget
     from rhosr.dft.refine import refine, refined_density
 
     if mol.spin:
         raise InputError(f"{mol.id}: --refine needs a closed shell (spin 2S={mol.spin})")
-    tol, steps = (0.0, args.steps) if args.steps is not None else (args.tol, args.max_steps)
+    tol, steps = refine_budget(args)
     res = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge,
                  tol=tol, max_steps=steps, mixing=args.mixing)
     return refined_density(dens, res)
