@@ -18,15 +18,17 @@
 #
 # The schedule has no horizon ('constant': 200 warm-up steps, then LR with an EMA of the
 # weights), so that every resume continues one schedule. Data: every bank's training
-# molecules (QM9 share MIX_QM9); validation: the first 50 of the banks' validation
-# molecules by id (35 data/exotic, 15 QM9: the same 50 as the model card's run validation).
+# molecules (QM9 share MIX_QM9, data/large share MIX_LARGE, data/exotic the rest);
+# validation: the first 50 of the banks' validation molecules in bank order (35 data/exotic,
+# 15 QM9: the same 50 as the model card's run validation; data/large's come after them).
 #
 # Bundling rule: when models/long/best.pt's validation is below the bundled model's on the
 # same 50 molecules (`scripts/long_train.sh status` prints both), bundle it with
 # scripts/bundle_model.py and remeasure the model card.
 #
 # Settings (environment): LR (1e-4)  EMA (0.999)  PRECISION (auto = rhosr train's: bf16 where
-# the CPU has AMX or AVX-512 BF16, else fp32)  MIX_QM9 (0.7)  SEED (3)  THREADS (nproc).
+# the CPU has AMX or AVX-512 BF16, else fp32)  MIX_QM9 (0.63)  MIX_LARGE (0.1)  SEED (3)
+# THREADS (nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,8 @@ RUN=runs/long
 STATE=models/long
 LR=${LR:-1e-4}
 EMA=${EMA:-0.999}
-MIX_QM9=${MIX_QM9:-0.7}
+MIX_QM9=${MIX_QM9:-0.63}
+MIX_LARGE=${MIX_LARGE:-0.1}
 SEED=${SEED:-3}
 PY=${PYTHON:-python3}
 
@@ -54,8 +57,8 @@ start)
         cp "$STATE/resume.pt" "$RUN/last.pt"
         cp "$STATE/metrics.csv" "$RUN/metrics.csv"
     fi
-    args=(data/exotic data/qm9 --out "$RUN" --mix "$(
-        "$PY" -c "print(round(1 - $MIX_QM9, 6))")" "$MIX_QM9" --ids '*-train-*' 'qm9_*'
+    args=(data/exotic data/qm9 data/large --out "$RUN" --mix "$(
+        "$PY" -c "print(round(1 - $MIX_QM9 - $MIX_LARGE, 6))")" "$MIX_QM9" "$MIX_LARGE" --ids '*-train-*' 'qm9_*'
         --val-ids '*-val-*' 'qm9_*' --val-max 50 --val-every 400 --lr "$LR" --ema "$EMA"
         --schedule constant --seed "$SEED" --precision "${PRECISION:-auto}" --no-progress)
     if [ -f "$RUN/last.pt" ]; then

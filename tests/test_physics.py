@@ -61,6 +61,13 @@ def test_scf_from_a_refined_start_takes_one_cycle(exact):
     assert ref.converged and ref.steps >= 3
     assert scf.converged and scf.cycles <= 2
     assert scf.energy == pytest.approx(res.energy, abs=1e-9)
+    # the handed-over potential stands in for PySCF's first: the same cycles as from D alone,
+    # to rounding
+    assert ref.start.veff.shape == ref.start.dm.shape
+    alone = physics.run_scf(mol.symbols, pos, fine, charge=mol.charge, guess=ref.start.dm)
+    assert alone.cycles == scf.cycles
+    assert np.allclose(alone.energies, scf.energies, rtol=0, atol=1e-10)
+    assert max(abs(a["grad"] - b["grad"]) for a, b in zip(alone.trace, scf.trace)) < 1e-9
 
 
 FOCK_AND_DIPOLE = """

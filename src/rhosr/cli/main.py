@@ -109,6 +109,9 @@ def _add_generate(sub) -> None:
                    help="skip the molecules these banks (or stores) already hold: never relabel "
                         "(a folder that is not a bank yet skips nothing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print every refinement step (stderr) and PySCF's SCF log (stdout) of "
+                        "every molecule: for large molecules, whose labels take an hour")
     add_structure_options(p)
 
 
@@ -141,6 +144,7 @@ def _run_generate(args) -> int:
         charge=args.charge, spin=args.spin, smearing=args.smearing, limit=args.limit,
         max_voxels=args.max_voxels, retry_failed=args.retry_failed, threads=args.threads,
         max_cycle=args.max_cycle, progress=not args.no_progress, skip=skip, guess=guess,
+        verbose=args.verbose,
     )
     for line in summary.lines():
         print(line)

@@ -89,10 +89,20 @@ def collect(
     return mols, len(missing)
 
 
-def _guess_dm(mol, fine, pos, rho, smearing, threads):
-    """(dm0 or None, seconds, how): D of the prediction refined to SCF_START_TOL
-    (:func:`rhosr.dft.refine.refine`); None where it cannot run (open shell) or fails, so
-    that the SCF starts from 'minao' instead."""
+def _step_logger(mol_id: str):
+    """A :func:`rhosr.dft.refine.refine` callback printing each step to stderr."""
+    def log(step, mo_coeff, mo_occ, row):
+        print(f"{mol_id}: refinement step {step}: residual {row['residual']:.3e}, "
+              f"E_Harris {row['energy']:.8f} Ha, {row['seconds']:.1f} s", file=sys.stderr,
+              flush=True)
+    return log
+
+
+def _guess_dm(mol, fine, pos, rho, smearing, threads, verbose=False):
+    """(start or None, seconds, how): D of the prediction refined to SCF_START_TOL
+    (:func:`rhosr.dft.refine.refine`) with its potential (:class:`rhosr.dft.start.SCFStart`);
+    None where it cannot run (open shell) or fails, so
+    that the SCF starts from 'minao' instead.  ``verbose`` prints every step."""
     if mol.spin:
         return None, 0.0, "minao"
     t0 = time.perf_counter()
@@ -100,20 +110,25 @@ def _guess_dm(mol, fine, pos, rho, smearing, threads):
         with thread_limit(threads):
             res = refine(mol.symbols, pos, fine, rho, charge=mol.charge, smearing=smearing,
                          tol=SCF_START_TOL, max_steps=SCF_START_MAX_STEPS, pointwise=False,
-                         keep_orbitals=True)
-    except Exception:  # noqa: BLE001 -- any trouble: the plain guess labels it all the same
+                         handover=True, callback=_step_logger(mol.id) if verbose else None)
+    except Exception as err:  # noqa: BLE001 -- any trouble: the plain guess labels it all the same
+        if verbose:
+            print(f"{mol.id}: refinement failed ({type(err).__name__}: {err}); SCF from 'minao'",
+                  file=sys.stderr, flush=True)
         return None, time.perf_counter() - t0, "minao"
     how = (f"rhosr (the prediction refined by {res.steps} Pulay-mixed Kohn-Sham steps to a "
            f"residual {res.residuals[res.best_step - 1]:.1e})")
-    return res.dm, time.perf_counter() - t0, how
+    return res.start, time.perf_counter() - t0, how
 
 
 def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | None = None,
-                   conv_tol: float = 1e-10, max_cycle: int = 100, guess_density=None):
+                   conv_tol: float = 1e-10, max_cycle: int = 100, guess_density=None,
+                   verbose: bool = False):
     """Label one molecule; runs in a worker.  Returns a Record or a failure dict.
 
     ``guess_density``: a predicted density on the fine mesh; the SCF then starts
     from the density matrix of Kohn–Sham steps on it (``rhosr generate --guess rhosr``).
+    ``verbose``: every refinement step (stderr) and PySCF's SCF log (stdout).
     """
     if threads is None:
         threads = _dask_worker_threads()
@@ -121,11 +136,11 @@ def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | 
     t0 = time.perf_counter()
     dm0, t_guess, how = None, 0.0, "minao"
     if guess_density is not None:
-        dm0, t_guess, how = _guess_dm(mol, fine, pos, guess_density, smearing, threads)
+        dm0, t_guess, how = _guess_dm(mol, fine, pos, guess_density, smearing, threads, verbose)
     try:
         res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin,
                       smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle, threads=threads,
-                      density=False, dm0=dm0)
+                      density=False, dm0=dm0, verbose=4 if verbose else 0)
     except Exception as err:  # run_dft reports failures itself; this is a last guard
         return {"id": mol.id, "reason": f"{type(err).__name__}: {err}", "source": mol.source,
                 "seconds": time.perf_counter() - t0}
@@ -178,7 +193,8 @@ def writer_lock(store: Store):
         fh.close()
 
 
-def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle, guess_of=None):
+def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle, guess_of=None,
+                   verbose=False):
     """Results as they finish; at most two molecules per worker are submitted ahead, so
     that predicted guess densities (``guess_of(mol)``) are made just in time."""
     import multiprocessing as mp
@@ -195,7 +211,7 @@ def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle, guess_
             if mol is not None:
                 guess = guess_of(mol) if guess_of is not None else None
                 pending.add(pool.submit(label_molecule, mol, smearing, threads, conv_tol,
-                                        max_cycle, guess))
+                                        max_cycle, guess, verbose))
 
         for _ in range(2 * workers):
             submit_next()
@@ -211,13 +227,13 @@ def _results_local(mols, workers, threads, smearing, conv_tol, max_cycle, guess_
                 fut.cancel()
 
 
-def _results_dask(mols, scheduler, smearing, conv_tol, max_cycle):
+def _results_dask(mols, scheduler, smearing, conv_tol, max_cycle, verbose=False):
     from distributed import Client, as_completed
 
     client = scheduler if hasattr(scheduler, "submit") else Client(scheduler, timeout=30)
     try:
         futures = client.map(label_molecule, mols, smearing=smearing, conv_tol=conv_tol,
-                             max_cycle=max_cycle, pure=False)
+                             max_cycle=max_cycle, verbose=verbose, pure=False)
         source = dict(zip((f.key for f in futures), mols))
         for fut in as_completed(futures):
             try:
@@ -248,6 +264,7 @@ def generate(
     progress: bool = True,
     skip=(),
     guess="minao",
+    verbose: bool = False,
 ) -> Summary:
     """Label molecules into the store ``out``; see the module docstring.
 
@@ -260,7 +277,8 @@ def generate(
     only; the converged labels are the same to the SCF tolerance): pass the predictor,
     a function Molecule -> fine-mesh density such as
     :func:`rhosr.inference.predict.density_predictor` (this module never imports torch;
-    ``rhosr generate --guess rhosr`` passes the bundled model's).
+    ``rhosr generate --guess rhosr`` passes the bundled model's).  ``verbose``: every
+    refinement step and SCF cycle of every molecule (for large ones).
     """
     if workers is None:
         workers = min(os.cpu_count() or 1, 8)
@@ -297,10 +315,10 @@ def generate(
         if threads is None and scheduler is None:
             threads = max(1, ncores // workers)
         if scheduler is not None:
-            results = _results_dask(todo, scheduler, smearing, conv_tol, max_cycle)
+            results = _results_dask(todo, scheduler, smearing, conv_tol, max_cycle, verbose)
         else:
             results = _results_local(todo, workers, threads, smearing, conv_tol, max_cycle,
-                                     guess if callable(guess) else None)
+                                     guess if callable(guess) else None, verbose)
         _write_results(results, store, summary, _progress(len(todo), progress))
     return summary
 

@@ -39,6 +39,7 @@ from rhosr.core.molecule import valence_electrons
 from rhosr.core.units import AU_TO_DEBYE
 from rhosr.dft.isolation import isolated
 from rhosr.dft.scf import CONV_TOL, build_cell, make_scf
+from rhosr.dft.start import SCFStart, kernel_from
 from rhosr.errors import InputError
 
 #: Largest accepted |∫ρ dV − N| (electrons) of an input density.
@@ -150,7 +151,8 @@ def harris_energy(dm, fock, terms: dict, e_nuc: float) -> float:
 def run_scf(symbols, positions_bohr, grid: Grid, charge: int = 0, guess="minao",
             conv_tol: float = CONV_TOL, max_cycle: int = 100,
             smearing: float | None = None) -> SCFResult:
-    """The labels' SCF from ``guess``: 'minao', 'atom', or a density matrix (nao, nao)."""
+    """The labels' SCF from ``guess``: 'minao', 'atom', a density matrix (nao, nao) or an
+    :class:`rhosr.dft.start.SCFStart`."""
     t0 = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing,
                     conv_tol=conv_tol)
@@ -163,9 +165,9 @@ def run_scf(symbols, positions_bohr, grid: Grid, charge: int = 0, guess="minao",
         if guess not in ("minao", "atom"):
             raise InputError(f"guess must be 'minao', 'atom' or a density matrix, not {guess!r}")
         mf.init_guess = guess
-        energy = mf.kernel()
-    else:
-        energy = mf.kernel(dm0=np.asarray(guess))
+        guess = None
+    energy = kernel_from(mf, guess if isinstance(guess, SCFStart) or guess is None
+                         else np.asarray(guess))
     return SCFResult(energy=float(energy), cycles=int(getattr(mf, "cycles", len(trace))),
                      converged=bool(mf.converged), seconds=time.perf_counter() - t0,
                      trace=trace, mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ)

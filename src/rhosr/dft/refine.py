@@ -32,6 +32,7 @@ from rhosr.dft.isolation import isolated
 from rhosr.dft.mesh import fock_terms, mesh_density
 from rhosr.dft.physics import check_density, dipole_debye, harris_energy, run_scf, scf_object
 from rhosr.dft.scf import CONV_TOL, evaluate_density
+from rhosr.dft.start import SCFStart
 from rhosr.errors import InputError
 
 #: Default stopping rule of ``rhosr predict --refine`` and ``rhosr energy`` (chosen on
@@ -42,9 +43,9 @@ REFINE_MAX_STEPS = 12
 REFINE_MIXING = 0.5
 #: Tolerance of the refinement that starts an SCF (``rhosr scf --guess rhosr``, ``rhosr
 #: generate --guess rhosr``): tight enough that PySCF's SCF at conv_tol 1e-10 accepts the
-#: start after one cycle (docs/benchmarks.md "SCF start"); a looser start leaves PySCF's
-#: DIIS 4-9 cycles, each dearer than a step.
-SCF_START_TOL = 1e-6
+#: start after one cycle (docs/benchmarks.md "SCF start": every start at or below 5.5e-7
+#: took one cycle; most between 6e-7 and 1e-6 took four, each dearer than a step).
+SCF_START_TOL = 5e-7
 SCF_START_MAX_STEPS = 20
 
 
@@ -72,6 +73,8 @@ class RefineResult:
     mo_coeff: np.ndarray | None = None
     mo_occ: np.ndarray | None = None
     dm: np.ndarray | None = None
+    #: the returned D with its potential, for the SCF (``handover``)
+    start: SCFStart | None = None
 
 
 class _Solver:
@@ -128,11 +131,13 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
            smearing: float | None = None, tol: float = REFINE_TOL,
            max_steps: int = REFINE_MAX_STEPS, method: str = "pulay", mixing: float = REFINE_MIXING,
            history: int = 6, pointwise: bool = True, keep_orbitals: bool = False,
-           energy_ks: bool = False, callback=None) -> RefineResult:
+           energy_ks: bool = False, handover: bool = False, callback=None) -> RefineResult:
     """Refine ``rho`` (fine mesh, e/bohr³) towards the SCF's fixed point; see the module
     docstring.  ``method``: :data:`METHODS`; ``mixing`` β and ``history`` (densities kept)
     of the Pulay mixing.  ``pointwise=False`` skips the point-wise density of the result
-    (``density`` None), e.g. for an SCF start; ``energy_ks`` adds E_KS[D] of the result.
+    (``density`` None), e.g. for an SCF start; ``energy_ks`` adds E_KS[D] of the result;
+    ``handover`` adds ``start``, what the SCF from D needs (:mod:`rhosr.dft.start`: V_eff[D],
+    one more potential, which the SCF's first energy would compute anyway).
     ``callback(step, mo_coeff, mo_occ, trace_row)`` sees every iterate (benchmarks).
     ``max_steps=1, mixing=1``: the single Kohn–Sham step (the Harris energy of ``rho``).
     Closed shells only."""
@@ -150,9 +155,13 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     iterate = _pulay if method == "pulay" else _fock_diis
     trace, best = iterate(sol, np.asarray(rho, dtype=np.float64), grid.dv, nelec, tol, max_steps,
                           method, mixing, history, callback, t_start)
-    e_ks = _energy_ks(sol, best[3]) if energy_ks else float("nan")
-    return _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
-                   pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
+    terms = sol.fock(best[6])[1] if energy_ks or handover else None
+    e_ks = _energy_ks(sol, best[3], terms) if energy_ks else float("nan")
+    result = _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
+                     pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
+    if handover:
+        result.start = SCFStart(best[3], terms["veff"], terms["e_coul"], terms["e_xc"])
+    return result
 
 
 def _energy_ks(sol, dm, terms=None) -> float:
@@ -175,7 +184,8 @@ def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, call
         rho_out = sol.density(dm)
         res = rho_out - rho_in
         residual = float(np.abs(res).sum() * dv / nelec)
-        best = _record(trace, best, callback, t_start, k, residual, e_harris, dm, mo_coeff, mo_occ)
+        best = _record(trace, best, callback, t_start, k, residual, e_harris, dm, mo_coeff, mo_occ,
+                       rho_out)
         if residual <= tol:
             break
         t0 = time.perf_counter()
@@ -185,14 +195,15 @@ def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, call
     return trace, best
 
 
-def _record(trace, best, callback, t_start, k, residual, energy, dm, mo_coeff, mo_occ):
+def _record(trace, best, callback, t_start, k, residual, energy, dm, mo_coeff, mo_occ, rho_dm):
     """Log step ``k`` in ``trace``, show it to ``callback``; returns the best iterate so far
-    (smallest residual) as (residual, step, energy, D, orbitals, occupations)."""
+    (smallest residual) as (residual, step, energy, D, orbitals, occupations, D's mesh
+    density)."""
     trace.append({"residual": residual, "energy": energy, "seconds": time.perf_counter() - t_start})
     if callback is not None:
         callback(k, mo_coeff, mo_occ, trace[-1])
     if best is None or residual < best[0]:
-        return (residual, k, energy, dm, mo_coeff, mo_occ)
+        return (residual, k, energy, dm, mo_coeff, mo_occ, rho_dm)
     return best
 
 
@@ -227,7 +238,8 @@ def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, cal
         residual = float(np.abs(rho_k - rho_prev).sum() * dv / nelec)
         fock, terms = sol.fock(rho_k)
         e_ks = _energy_ks(sol, dm, terms)  # ρ_k is D_k's density
-        best = _record(trace, best, callback, t_start, k, residual, e_ks, dm, mo_coeff, mo_occ)
+        best = _record(trace, best, callback, t_start, k, residual, e_ks, dm, mo_coeff, mo_occ,
+                       rho_k)
         if residual <= tol:
             break
         rho_prev = rho_k
@@ -238,7 +250,7 @@ def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, cal
 
 def _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
             pointwise, keep_orbitals, converged, energy_ks) -> RefineResult:
-    residual, best_step, energy, dm, mo_coeff, mo_occ = best
+    residual, best_step, energy, dm, mo_coeff, mo_occ = best[:6]
     density = None
     if pointwise:
         t0 = time.perf_counter()
@@ -293,10 +305,12 @@ def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
                      smearing: float | None = None, tol: float = SCF_START_TOL,
                      max_steps: int = SCF_START_MAX_STEPS, mixing: float = REFINE_MIXING):
     """``(RefineResult, SCFResult)``: the labels' SCF (:func:`rhosr.dft.physics.run_scf`)
-    started from D of :func:`refine` of ``rho`` to ``tol`` (one process).  A refinement that
-    stops short of ``tol`` still hands over its best D; the SCF decides convergence."""
+    started from D of :func:`refine` of ``rho`` to ``tol`` and its potential
+    (:class:`rhosr.dft.start.SCFStart`; one process).  A refinement that stops short of
+    ``tol`` still hands over its best D; the SCF decides convergence."""
     ref = refine(symbols, positions_bohr, grid, rho, charge=charge, smearing=smearing, tol=tol,
-                 max_steps=max_steps, mixing=mixing, pointwise=False, keep_orbitals=True)
-    scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=ref.dm, conv_tol=conv_tol,
-                  max_cycle=max_cycle, smearing=smearing)
+                 max_steps=max_steps, mixing=mixing, pointwise=False, keep_orbitals=True,
+                 handover=True)
+    scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=ref.start,
+                  conv_tol=conv_tol, max_cycle=max_cycle, smearing=smearing)
     return ref, scf

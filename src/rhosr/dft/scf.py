@@ -40,6 +40,7 @@ from rhosr._version import __version__ as rhosr_version
 from rhosr.core.elements import LABEL_BASIS, PSEUDOPOTENTIAL, standard_symbol, valence_charge
 from rhosr.core.grid import DFT_CUTOFF_HARTREE, Grid
 from rhosr.dft.isolation import isolated, thread_limit
+from rhosr.dft.start import kernel_from
 from rhosr.labels.orbitals import BRICK, DENSITY_EPS, DENSITY_MAX_BYTES, cart_powers, density_on_grid
 
 XC = "PBE"
@@ -280,9 +281,9 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
     density : bool
         Evaluate the density on the mesh (False: only the orbitals are
         returned, as an orbital record needs).
-    dm0 : (nao, nao) array, optional
+    dm0 : (nao, nao) array or :class:`rhosr.dft.start.SCFStart`, optional
         Initial density matrix instead of the 'minao' guess (the converged
-        result is the same to the SCF tolerance).
+        result is the same to the SCF tolerance), with its potential when known.
 
     Never raises for a failed calculation: returns ``converged=False``,
     ``density=None`` and a ``reason``.
@@ -309,7 +310,7 @@ def run_dft(symbols, positions_bohr, grid: Grid, charge: int = 0, spin: int = 0,
             cell = build_cell(symbols, pos, grid, charge=charge, spin=spin, verbose=verbose)
             mf = make_scf(cell, spin=spin, smearing=smearing, conv_tol=conv_tol,
                           max_cycle=max_cycle)
-            energy = mf.kernel() if dm0 is None else mf.kernel(dm0=np.asarray(dm0))
+            energy = kernel_from(mf, dm0)
             iterations = int(getattr(mf, "cycles", 0) or 0)
             timings["scf"] = time.perf_counter() - t0
             if not mf.converged:
