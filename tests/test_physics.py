@@ -191,3 +191,16 @@ def test_bad_input_exit_2_one_line_nothing_written(case, water_density, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("rhosr energy: error:")
     assert not js.exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "energy", "scf"])
+def test_bad_smearing_exit_2_before_any_work(command, tmp_path, capsys):
+    """--smearing belongs to every refinement (predict --refine, energy, scf) and a width that
+    is not positive stops at the command line, nothing written."""
+    out = tmp_path / "w.npy"
+    args = [command, "smiles:O", "--smearing", "0"]
+    args += ["--refine", "-o", str(out)] if command == "predict" else ["--json", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--smearing must be a positive width" in err[0]
+    assert not out.exists()

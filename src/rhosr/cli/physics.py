@@ -15,15 +15,13 @@ def _add_common(p, tol=None, max_steps=None) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=STRUCTURE_HELP)
     p.add_argument("--model", default="default", help="'default' (bundled) or a model file")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
-    p.add_argument("--smearing", type=float, default=None, metavar="HARTREE",
-                   help="Fermi smearing width of the occupations (default: aufbau)")
     add_refine_options(p, tol, max_steps)
     add_structure_options(p)
 
 
 def add_refine_options(p, tol=None, max_steps=None) -> None:
-    """--tol, --max-steps, --steps and --mixing of the refinement (rhosr.dft.refine; the
-    defaults its REFINE_TOL and REFINE_MAX_STEPS unless given)."""
+    """--tol, --max-steps, --steps, --mixing and --smearing of the refinement
+    (rhosr.dft.refine; the defaults its REFINE_TOL and REFINE_MAX_STEPS unless given)."""
     from rhosr.dft.refine import REFINE_MAX_STEPS, REFINE_MIXING, REFINE_TOL
 
     tol = REFINE_TOL if tol is None else tol
@@ -39,6 +37,9 @@ def add_refine_options(p, tol=None, max_steps=None) -> None:
     p.add_argument("--mixing", type=float, default=REFINE_MIXING,
                    help="Pulay mixing: the next input is the Pulay combination of the inputs "
                         "plus this times their residuals")
+    p.add_argument("--smearing", type=float, default=None, metavar="HARTREE",
+                   help="Fermi smearing width of the occupations, e.g. 0.01 for large charged "
+                        "molecules with a small gap (default: aufbau)")
 
 
 def add_energy(sub) -> None:
@@ -86,8 +87,7 @@ def _molecules(args):
     from rhosr.core.grid import box_for
     from rhosr.core.sources import load_molecules
 
-    if args.smearing is not None and not args.smearing > 0:
-        raise InputError(f"--smearing must be a positive width in Hartree, not {args.smearing}")
+    refine_budget(args)  # its checks, before any work
     mols = [m for spec in args.inputs for m in load_molecules(
         spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
     for mol in mols:
@@ -136,7 +136,9 @@ def _write_json(path, rows) -> None:
 
 def refine_budget(args) -> tuple:
     """(tol, max_steps) of the refinement from the options of :func:`add_refine_options`:
-    --steps N is exactly N steps (tol 0), else --tol and --max-steps."""
+    --steps N is exactly N steps (tol 0), else --tol and --max-steps; checks --smearing."""
+    if args.smearing is not None and not args.smearing > 0:
+        raise InputError(f"--smearing must be a positive width in Hartree, not {args.smearing}")
     if args.steps is not None:
         if args.steps < 1:
             raise InputError(f"--steps must be >= 1, not {args.steps}")

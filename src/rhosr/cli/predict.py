@@ -83,7 +83,7 @@ def _refine(dens, mol, args):
         raise InputError(f"{mol.id}: --refine needs a closed shell (spin 2S={mol.spin})")
     tol, steps = refine_budget(args)
     res = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge,
-                 tol=tol, max_steps=steps, mixing=args.mixing)
+                 smearing=args.smearing, tol=tol, max_steps=steps, mixing=args.mixing)
     return refined_density(dens, res)
 
 
