@@ -3,7 +3,7 @@ of data/large, binned by atom count, next to the SAD's.
 
     PYTHONPATH=src python benchmarks/size_accuracy.py [--model default] [--json F] [--plot F]
 
-Evaluates the ``test`` split of every bank given (default: data/qm9 and data/large) with
+Evaluates the ``test`` split of every bank given (default: data/qm9, data/large and data/pocket) with
 :func:`rhosr.inference.evaluate.evaluate` (the path of ``rhosr predict``) and prints one row
 per size bin: molecules, mean and max NMAE of the model, mean NMAE of the SAD.
 """
@@ -60,7 +60,7 @@ def plot(rows, path: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("banks", nargs="*", default=[str(ROOT / "data" / "qm9"), str(ROOT / "data" / "large")])
+    ap.add_argument("banks", nargs="*", default=[str(ROOT / "data" / n) for n in ("qm9", "large", "pocket")])
     ap.add_argument("--model", default="default")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)

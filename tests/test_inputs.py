@@ -9,6 +9,7 @@ from test_train import make_store
 
 from rhosr.core.density import nmae
 from rhosr.core.grid import box_for
+from rhosr.core.molecule import valence_electrons
 from rhosr.core.sad import sad_density
 from rhosr.core.sources import load_molecule
 from rhosr.inference.evaluate import record_features
@@ -83,17 +84,26 @@ def test_model_file_records_the_variant_and_predict_honours_it(tmp_path):
     assert nmae(outs["paper"], outs["worsened"]) > 0.01
 
 
-@pytest.mark.parametrize("charge", [0, 1, -1, -2])
-def test_charge_channels_carry_the_net_charge(charge):
-    """sad+charge: the SAD, then Q⁺·SAD and Q⁻·SAD — zero for a neutral molecule."""
-    mol = load_molecule("smiles:CC(=O)O")
+@pytest.mark.parametrize("spec,charge,q", [
+    ("smiles:CC(=O)O", 0, 0.0), ("smiles:CC(=O)O", 1, 1.0), ("smiles:CC(=O)O", -1, -1.0),
+    ("smiles:CC(=O)O", -2, -2.0),
+    # 14 C, 2 O, 26 H: 94 valence electrons, 96 with the charge > 48: the charge per
+    # electron, scaled
+    ("smiles:CCCCCCCCCCCCC(=O)C(=O)", -2, -2 * 48 / 96)])
+def test_charge_channels_carry_the_net_charge(spec, charge, q):
+    """sad+charge: the SAD, then q⁺·SAD and q⁻·SAD, q = Q·min(1, 48/N) — zero for a neutral
+    molecule, Q itself up to 48 electrons."""
+    from rhosr.nn.inputs import charge_scale
+
+    mol = load_molecule(spec)
     coarse, fine, pos = box_for(mol.positions)
     f = features(mol.symbols, pos, fine, charge, ModelInputs("sad+charge", "paper", True))
     sad_c = sad_density(mol.symbols, pos, coarse, charge=charge, dtype=np.float32)
+    assert charge_scale(charge, valence_electrons(mol.symbols) - charge) == pytest.approx(q)
     assert f.coarse.shape == (3, *coarse.mesh)
     np.testing.assert_array_equal(f.coarse[0], sad_c)
-    np.testing.assert_array_equal(f.coarse[1], max(charge, 0) * sad_c)
-    np.testing.assert_array_equal(f.coarse[2], max(-charge, 0) * sad_c)
+    np.testing.assert_allclose(f.coarse[1], max(q, 0) * sad_c, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(f.coarse[2], max(-q, 0) * sad_c, rtol=1e-6, atol=0)
     assert (f.coarse[1:].max() > 0) == (charge != 0)
 
 

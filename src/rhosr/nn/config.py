@@ -76,8 +76,9 @@ class ModelConfig:
         fine SAD's sharp shape near the nuclei modulates it.
     inputs : str
         "sad" (one channel), "sad+elements" (the SAD, then its parts from H, C, N,
-        O, F and all other elements: 7 channels) or "sad+charge" (the SAD, then Q⁺·SAD and
-        Q⁻·SAD for a net charge Q: 3 channels, the last two zero for a neutral molecule),
+        O, F and all other elements: 7 channels) or "sad+charge" (the SAD, then q⁺·SAD and
+        q⁻·SAD for a net charge Q, q = Q·min(1, 48/N): 3 channels, the last two zero for a
+        neutral molecule),
         see :data:`rhosr.nn.inputs.INPUTS`.
     """
 
@@ -140,7 +141,7 @@ PRESETS: dict[str, ModelConfig] = {
     "sr-deep": ModelConfig(arch="sad-residual", channels=32, blocks=12, kernel_in=3, kernel=3),
     # the bake-off's rows (benchmarks/bakeoff.py): about sr-narrow's cost per step
     "unet": ModelConfig(arch="sad-unet", channels=16, blocks=1, widths=(40, 80)),
-    # unet reading the net charge (Q⁺·SAD, Q⁻·SAD): trained from unet's weights, the new
+    # unet reading the net charge (q⁺·SAD, q⁻·SAD): trained from unet's weights, the new
     # input weights starting at zero (rhosr.training.run.widen_inputs)
     "unet-charge": ModelConfig(arch="sad-unet", channels=16, blocks=1, widths=(40, 80),
                                inputs="sad+charge"),

@@ -10,11 +10,15 @@ call :func:`features`, so a model sees the same input wherever it runs:
   networks, which predict a correction to it);
 - for ``ModelConfig.inputs == "sad+elements"``, six more coarse channels: the SAD of
   the H, C, N, O, F atoms and of all other atoms (:func:`rhosr.nn.inputs.element_parts`);
-- for ``"sad+charge"``, two more: Q⁺·SAD and Q⁻·SAD (Q⁺ = max(Q, 0), Q⁻ = max(−Q, 0) for
-  the net charge Q): zero for a neutral molecule, the SAD itself on the channel of the
-  charge's sign for a singly charged one — what the normalised SAD alone cannot say
-  (a network sees the shape of the density, not its electron count).  Non-negative, as the
-  networks' square-root input transform needs.
+- for ``"sad+charge"``, two more: q⁺·SAD and q⁻·SAD with q = Q·min(1, N_ref/N) for the net
+  charge Q and N valence electrons (q⁺ = max(q, 0), q⁻ = max(−q, 0); N_ref =
+  :data:`CHARGE_REF_ELECTRONS`): zero for a neutral molecule, the SAD itself on the channel
+  of the charge's sign for a singly charged one of up to N_ref electrons — what the
+  normalised SAD alone cannot say (a network sees the shape of the density, not its
+  electron count).  Above N_ref electrons the channel follows the charge per electron, so
+  that it stays within what training showed however large the molecule (a 206-atom pocket
+  of charge −4 reads 0.30·SAD, not 4·SAD).  Non-negative, as the networks' square-root input
+  transform needs.
 
 The fine mesh is the coarse one refined ``UPSAMPLE`` times per axis (same origin), so
 coarse point ``i`` is fine point ``2i``; the cube symmetries and coarse shifts of
@@ -36,6 +40,7 @@ import numpy as np
 
 from rhosr.core.elements import standard_symbol
 from rhosr.core.grid import UPSAMPLE, Grid, pad_periodic, padded_mesh
+from rhosr.core.molecule import valence_electrons
 from rhosr.core.sad import sad_density
 from rhosr.core.sadatoms import VARIANTS
 
@@ -45,6 +50,14 @@ ELEMENT_CHANNELS = ("H", "C", "N", "O", "F")
 
 #: What a network can read besides the SAD (``ModelConfig.inputs``).
 INPUTS = ("sad", "sad+elements", "sad+charge")
+#: Electrons up to which a "sad+charge" channel is |Q|·SAD (about the median of the training
+#: ions of data/exotic, 42–52 valence electrons); above, Q·(N_ref/N)·SAD.
+CHARGE_REF_ELECTRONS = 48
+
+
+def charge_scale(charge: int, n_electrons: float) -> float:
+    """q = Q·min(1, N_ref/N) of the "sad+charge" channels (see the module docstring)."""
+    return float(charge) * min(1.0, CHARGE_REF_ELECTRONS / max(float(n_electrons), 1.0))
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,8 @@ def features(symbols, positions_bohr, fine: Grid, charge: int = 0,
         channels.append(element_parts(symbols, positions_bohr, coarse, spec.sad_variant,
                                       np.float32))
     elif spec.inputs == "sad+charge":
-        channels.append(np.stack([max(charge, 0) * sad_c, max(-charge, 0) * sad_c]))
+        q = charge_scale(charge, valence_electrons(symbols) - charge)
+        channels.append(np.stack([max(q, 0.0) * sad_c, max(-q, 0.0) * sad_c]))
     x = channels[0] if len(channels) == 1 else np.concatenate(channels)
     padded = padded_mesh(coarse.mesh, pad_to)
     x = pad_periodic(x, padded)

@@ -1,6 +1,7 @@
 """Reference predictions of the bundled model, first recorded before the package moved into
 subpackages, re-recorded when prediction moved to the box padded to the network's stride
-(2026-12-06; tiled and whole-box predictions became one). From the repository root:
+(2026-12-06; tiled and whole-box predictions became one) and whenever the bundled model is
+replaced (2026-12-06, `unet-charge`). From the repository root:
 ``python tests/data/reference_predictions/record.py`` (writes bundled.json beside it)."""
 
 import hashlib
