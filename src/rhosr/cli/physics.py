@@ -87,7 +87,6 @@ def _molecules(args):
     from rhosr.core.grid import box_for
     from rhosr.core.sources import load_molecules
 
-    refine_budget(args)  # its checks, before any work
     mols = [m for spec in args.inputs for m in load_molecules(
         spec, charge=args.charge, spin=args.spin, max_voxels=args.max_voxels)]
     for mol in mols:

@@ -98,7 +98,7 @@ def _step_logger(mol_id: str):
     return log
 
 
-def _guess_dm(mol, fine, pos, rho, smearing, threads, verbose=False):
+def _guess_start(mol, fine, pos, rho, smearing, threads, verbose=False):
     """(start or None, seconds, how): D of the prediction refined to SCF_START_TOL
     (:func:`rhosr.dft.refine.refine`) with its potential (:class:`rhosr.dft.start.SCFStart`);
     None where it cannot run (open shell) or fails, so
@@ -136,7 +136,7 @@ def label_molecule(mol: Molecule, smearing: float | None = None, threads: int | 
     t0 = time.perf_counter()
     dm0, t_guess, how = None, 0.0, "minao"
     if guess_density is not None:
-        dm0, t_guess, how = _guess_dm(mol, fine, pos, guess_density, smearing, threads, verbose)
+        dm0, t_guess, how = _guess_start(mol, fine, pos, guess_density, smearing, threads, verbose)
     try:
         res = run_dft(mol.symbols, pos, fine, charge=mol.charge, spin=mol.spin,
                       smearing=smearing, conv_tol=conv_tol, max_cycle=max_cycle, threads=threads,

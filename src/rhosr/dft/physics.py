@@ -39,7 +39,7 @@ from rhosr.core.molecule import valence_electrons
 from rhosr.core.units import AU_TO_DEBYE
 from rhosr.dft.isolation import isolated
 from rhosr.dft.scf import CONV_TOL, build_cell, make_scf
-from rhosr.dft.start import SCFStart, kernel_from
+from rhosr.dft.start import kernel_from
 from rhosr.errors import InputError
 
 #: Largest accepted |∫ρ dV − N| (electrons) of an input density.
@@ -166,8 +166,7 @@ def run_scf(symbols, positions_bohr, grid: Grid, charge: int = 0, guess="minao",
             raise InputError(f"guess must be 'minao', 'atom' or a density matrix, not {guess!r}")
         mf.init_guess = guess
         guess = None
-    energy = kernel_from(mf, guess if isinstance(guess, SCFStart) or guess is None
-                         else np.asarray(guess))
+    energy = kernel_from(mf, guess)
     return SCFResult(energy=float(energy), cycles=int(getattr(mf, "cycles", len(trace))),
                      converged=bool(mf.converged), seconds=time.perf_counter() - t0,
                      trace=trace, mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ)

@@ -309,8 +309,7 @@ def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     (:class:`rhosr.dft.start.SCFStart`; one process).  A refinement that stops short of
     ``tol`` still hands over its best D; the SCF decides convergence."""
     ref = refine(symbols, positions_bohr, grid, rho, charge=charge, smearing=smearing, tol=tol,
-                 max_steps=max_steps, mixing=mixing, pointwise=False, keep_orbitals=True,
-                 handover=True)
+                 max_steps=max_steps, mixing=mixing, pointwise=False, handover=True)
     scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=ref.start,
                   conv_tol=conv_tol, max_cycle=max_cycle, smearing=smearing)
     return ref, scf
