@@ -144,7 +144,7 @@ def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> d
             dm = mf2.make_rdm1(c, o)
             curve.append({"t": tr["seconds"] + row["predict_seconds"] + t_pw,
                           "nmae": err(mesh_density(mf2, dm)), "de": abs(tr["energy"] - e_ref),
-                          "residual": tr["residual"]})
+                          "residual": tr["residual"], "full": tr.get("full", True)})
         out[name] = curve
         out[name + "_timings"] = res.timings
         if name == "rhosr":
@@ -233,9 +233,31 @@ def report(results, target) -> None:
     print(f"time to {target} % NMAE, rhosr / SCF from 'minao': median "
           f"{_f(np.median(good) if good else None, 3)}, mean {_f(np.mean(good) if good else None, 3)}"
           f", max {_f(max(good) if good else None, 3)} ({len(good)} of {len(results)} reached it)")
+    report_step_costs(results)
     worse = [r["key"] for r in results if r["default"]["nmae"] > r["predict_nmae"]]
     print(f"cases ending worse than the prediction: {worse or 'none'}")
     report_start(results)
+
+
+def report_step_costs(results) -> None:
+    """Median seconds of a full and of a loose refinement step (steps 2 on: the first also
+    builds the SCF object) against one cycle of the 'minao' SCF, and the refinement's
+    time per part (rhosr.dft.refine timings, summed over the cases)."""
+    cost = {True: [], False: []}
+    for r in results:
+        c = r["rhosr"]
+        for a, b in zip(c, c[1:]):
+            cost[b.get("full", True)].append(b["t"] - a["t"])
+    cycle = [(s[-1]["t"] - s[0]["t"]) / (len(s) - 1) for s in (r["scf"] for r in results)
+             if len(s) > 1]
+    parts = {}
+    for r in results:
+        for k, v in r["rhosr_timings"].items():
+            parts[k] = parts.get(k, 0.0) + v
+    print(f"step cost (median s): full {_f(np.median(cost[True]) if cost[True] else None, 2)} "
+          f"({len(cost[True])}), loose {_f(np.median(cost[False]) if cost[False] else None, 2)} "
+          f"({len(cost[False])}); 'minao' SCF cycle {np.median(cycle):.2f}; refinement time by "
+          f"part: " + ", ".join(f"{k} {v:.0f} s" for k, v in parts.items()))
 
 
 def report_start(results) -> None:

@@ -134,6 +134,14 @@ def test_api_equals_cli(tmp_path, capsys):
     np.testing.assert_allclose(row["dipole_debye"], step.dipole_debye, atol=1e-6)
     assert row["seconds"] > 0 and row["electrons"] == pytest.approx(8.0)
     assert "E_Harris" in capsys.readouterr().out
+    # --full-steps: every step at the labels' precision, the API's loose=None
+    full = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge,
+                  pointwise=False, loose=None)
+    assert all(t["full"] for t in full.trace) and not all(t["full"] for t in step.trace)
+    assert main(["energy", "smiles:O", "--full-steps", "--json", str(js)]) == 0
+    row = json.loads(js.read_text())[0]
+    assert row["energy_harris_hartree"] == pytest.approx(full.energy, abs=1e-8)
+    assert abs(full.energy - step.energy) < 2e-4
     # predict --refine: the written density is rhosr.dft.refine's, and the summary and sidecar say so
     res = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge)
     out = tmp_path / "w.npy"

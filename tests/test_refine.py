@@ -43,6 +43,27 @@ def test_converges_to_the_scf_from_a_perturbed_start(ammonia):
         assert set(res.timings) >= {"setup", "fock", "diagonalise", "density", "pointwise"}
 
 
+def test_loose_steps_reach_the_full_steps_fixed_point(ammonia):
+    """The default's cheap steps (a looser multigrid task list, corrected by the last full
+    step) end where every-step-full ends; the first step is full, most later ones loose."""
+    from rhosr.dft.mesh import loose_cache, mesh_density
+    from rhosr.dft.physics import scf_object
+
+    mol, fine, pos, ref = ammonia
+    start = 0.7 * ref.density + 0.3 * sad_density(mol.symbols, pos, fine)
+    cheap = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=30)
+    full = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=30, loose=None)
+    kinds = [t["full"] for t in cheap.trace]
+    assert kinds[0] and sum(kinds) < len(kinds) / 2 and all(t["full"] for t in full.trace)
+    assert cheap.converged and 100 * nmae(cheap.density, full.density) <= 1e-4
+    assert abs(cheap.energy - full.energy) <= 1e-8
+    # the loose task list alone is off by far more than what the corrected steps leave
+    mf = scf_object(mol.symbols, pos, fine)
+    dm = mf.get_init_guess()
+    exact = mesh_density(mf, dm)
+    assert 1e-5 < nmae(mesh_density(mf, dm, loose_cache(mf, 1e-5)), exact) < 1e-2
+
+
 def test_tol_stops_early_and_max_steps_says_not_converged(ammonia):
     mol, fine, pos, ref = ammonia
     start = 0.7 * ref.density + 0.3 * sad_density(mol.symbols, pos, fine)

@@ -76,14 +76,15 @@ def add_predict(sub) -> None:
 
 def _refine(dens, mol, args):
     """The prediction refined towards the SCF (rhosr.dft.refine; imports PySCF)."""
-    from rhosr.cli.physics import refine_budget
+    from rhosr.cli.physics import loose_precision, refine_budget
     from rhosr.dft.refine import refine, refined_density
 
     if mol.spin:
         raise InputError(f"{mol.id}: --refine needs a closed shell (spin 2S={mol.spin})")
     tol, steps = refine_budget(args)
     res = refine(dens.symbols, dens.positions, dens.grid, dens.values, charge=dens.charge,
-                 smearing=args.smearing, tol=tol, max_steps=steps, mixing=args.mixing)
+                 smearing=args.smearing, tol=tol, max_steps=steps, mixing=args.mixing,
+                 loose=loose_precision(args))
     return refined_density(dens, res)
 
 

@@ -15,9 +15,15 @@ mixing) are there to be measured against it.
 
 Each step costs less than an SCF cycle (one collocated density, one potential by real FFTs,
 one integration, one diagonalisation); the cell, core Hamiltonian, overlap, Coulomb kernel
-and multigrid task list are built once.  :func:`scf_from_density` runs the labels' SCF
-from the D of a tightly converged refinement (``rhosr scf --guess rhosr``, ``rhosr generate
---guess rhosr``).
+and multigrid task lists are built once.  Most steps are loose (``loose``, ``refresh``):
+their collocation and integration use a task list at a looser multigrid precision, about
+half the work, plus the difference the last full step measured between the two task lists
+(:class:`_Solver`); the first step is full, and another whenever the residual has fallen
+``refresh``-fold since the last full one, so the loose error stays far below the
+residual.  The mixed densities are not clipped at zero: a collocated density rings a little
+below zero in the vacuum, and a clipped input could never meet it (the residual stalled at
+3e-8–5e-7).  :func:`scf_from_density` runs the labels' SCF from the D of a tightly
+converged refinement (``rhosr scf --guess rhosr``, ``rhosr generate --guess rhosr``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import numpy as np
 from rhosr.core.density import Density
 from rhosr.core.grid import Grid
 from rhosr.dft.isolation import isolated
-from rhosr.dft.mesh import fock_terms, mesh_density
+from rhosr.dft.mesh import fock_terms, integrate, loose_cache, mesh_density, mesh_potential
 from rhosr.dft.physics import check_density, dipole_debye, harris_energy, run_scf, scf_object
 from rhosr.dft.scf import CONV_TOL, evaluate_density
 from rhosr.dft.start import SCFStart
@@ -43,10 +49,16 @@ REFINE_MAX_STEPS = 12
 REFINE_MIXING = 0.5
 #: Tolerance of the refinement that starts an SCF (``rhosr scf --guess rhosr``, ``rhosr
 #: generate --guess rhosr``): tight enough that PySCF's SCF at conv_tol 1e-10 accepts the
-#: start after one cycle (docs/benchmarks.md "SCF start": every start at or below 5.5e-7
-#: took one cycle; most between 6e-7 and 1e-6 took four, each dearer than a step).
-SCF_START_TOL = 5e-7
+#: start after one cycle (chosen on validation molecules, docs/benchmarks.md "SCF start":
+#: at 2e-7 all 8 took one cycle with |g| ≤ 6e-6; at 5e-7 two took four, |g| just over 1e-5).
+SCF_START_TOL = 2e-7
 SCF_START_MAX_STEPS = 20
+#: Cheap steps (docs/benchmarks.md "Refinement"): every step but the first and those where
+#: the residual has fallen REFINE_REFRESH-fold since the last full one collocates and
+#: integrates with a task list at multigrid precision REFINE_LOOSE (the labels': 1e-8),
+#: corrected by the last full step's difference; None: every step full.
+REFINE_LOOSE = 1e-5
+REFINE_REFRESH = 10.0
 
 
 @dataclass
@@ -78,9 +90,16 @@ class RefineResult:
 
 
 class _Solver:
-    """The state of one refinement: the SCF object, fixed matrices and DIIS."""
+    """The state of one refinement: the SCF object, fixed matrices, DIIS, and the loose
+    task list with its corrections (:func:`rhosr.dft.mesh.loose_cache`).
 
-    def __init__(self, mf, timings: dict):
+    A full step evaluates F[ρ] and ρ[D] at the labels' precision and, when loose steps are
+    on, also at the loose precision: the differences ``c_veff`` and ``c_rho`` are kept.  A
+    loose step adds them to its loose evaluations (a defect correction): its error is the
+    loose error of the *change* since the last full step, about 5e-4 of it, not of the
+    whole."""
+
+    def __init__(self, mf, timings: dict, loose: float | None = None):
         self.mf, self.timings = mf, timings
         t0 = time.perf_counter()
         self.h, self.s = mf.get_hcore(), mf.get_ovlp()
@@ -91,12 +110,27 @@ class _Solver:
         self.diis = scf_diis.CDIIS(mf)
         self.diis.space = 8
         self.diis.Corth = None
+        self.loose = None if loose is None else loose_cache(mf, loose)
+        self.c_veff, self.c_rho = 0.0, 0.0
         timings["setup"] += time.perf_counter() - t0
 
-    def fock(self, rho):
-        """F[ρ] and its terms (:func:`rhosr.dft.mesh.fock_terms`)."""
+    def _corrected(self, evaluate, name: str, full: bool):
+        """``evaluate(cache)`` at the labels' precision (cache None) when ``full`` or when
+        there are no loose steps, keeping the full − loose difference as ``name``; else
+        the loose evaluation plus that difference."""
+        if self.loose is None or full:
+            out = evaluate(None)
+            if self.loose is not None:
+                setattr(self, name, out - evaluate(self.loose))
+            return out
+        return evaluate(self.loose) + getattr(self, name)
+
+    def fock(self, rho, full: bool = True):
+        """F[ρ] and its terms (:func:`rhosr.dft.mesh.fock_terms`); ``full=False``: the
+        corrected loose evaluation."""
         t0 = time.perf_counter()
-        terms = fock_terms(self.mf, rho)
+        v_G, terms = mesh_potential(self.mf, rho)
+        terms["veff"] = self._corrected(lambda c: integrate(self.mf, v_G, c), "c_veff", full)
         self.timings["fock"] += time.perf_counter() - t0
         return self.h + terms["veff"], terms
 
@@ -108,9 +142,10 @@ class _Solver:
         self.timings["diagonalise"] += time.perf_counter() - t0
         return dm, mo_coeff, mo_occ
 
-    def density(self, dm):
+    def density(self, dm, full: bool = True):
+        """ρ[D] on the mesh; ``full=False``: the corrected loose collocation."""
         t0 = time.perf_counter()
-        rho = mesh_density(self.mf, dm)
+        rho = self._corrected(lambda c: mesh_density(self.mf, dm, c), "c_rho", full)
         self.timings["density"] += time.perf_counter() - t0
         return rho
 
@@ -131,7 +166,8 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
            smearing: float | None = None, tol: float = REFINE_TOL,
            max_steps: int = REFINE_MAX_STEPS, method: str = "pulay", mixing: float = REFINE_MIXING,
            history: int = 6, pointwise: bool = True, keep_orbitals: bool = False,
-           energy_ks: bool = False, handover: bool = False, callback=None) -> RefineResult:
+           energy_ks: bool = False, handover: bool = False, callback=None,
+           loose: float | None = REFINE_LOOSE, refresh: float = REFINE_REFRESH) -> RefineResult:
     """Refine ``rho`` (fine mesh, e/bohr³) towards the SCF's fixed point; see the module
     docstring.  ``method``: :data:`METHODS`; ``mixing`` β and ``history`` (densities kept)
     of the Pulay mixing.  ``pointwise=False`` skips the point-wise density of the result
@@ -140,7 +176,9 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     one more potential, which the SCF's first energy would compute anyway).
     ``callback(step, mo_coeff, mo_occ, trace_row)`` sees every iterate (benchmarks).
     ``max_steps=1, mixing=1``: the single Kohn–Sham step (the Harris energy of ``rho``).
-    Closed shells only."""
+    ``loose``: multigrid precision of the cheap steps (None: every step full); ``refresh``:
+    the residual's fall that calls for the next full step ("pulay" only).  Closed shells
+    only."""
     check_density(rho, grid, symbols, charge, 0)
     if max_steps < 1 or not tol >= 0 or method not in METHODS or not 0 < mixing <= 1:
         raise InputError(f"refine: max steps >= 1, tol >= 0, method in {METHODS} and "
@@ -150,12 +188,15 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     t0 = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing)
     timings["setup"] += time.perf_counter() - t0
-    sol = _Solver(mf, timings)
+    sol = _Solver(mf, timings, loose)
+    sol.refresh = refresh
     nelec = float(np.sum(rho) * grid.dv)
     iterate = _pulay if method == "pulay" else _fock_diis
     trace, best = iterate(sol, np.asarray(rho, dtype=np.float64), grid.dv, nelec, tol, max_steps,
                           method, mixing, history, callback, t_start)
-    terms = sol.fock(best[6])[1] if energy_ks or handover else None
+    # a loose step's mesh density of D carries the loose error of the change: evaluate again
+    rho_dm = best[6] if trace[best[1] - 1].get("full", True) else sol.density(best[3])
+    terms = sol.fock(rho_dm)[1] if energy_ks or handover else None
     e_ks = _energy_ks(sol, best[3], terms) if energy_ks else float("nan")
     result = _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
                      pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
@@ -177,15 +218,19 @@ def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, call
     """Pulay mixing of densities: input ρ_in → F[ρ_in] → D → ρ_out; residual ρ_out − ρ_in;
     the next input the Pulay combination of the inputs plus ``mixing`` × residuals."""
     inputs, residuals, trace, best = [], [], [], None
+    residual, r_full = np.inf, np.inf  # step 1 is a full step
     for k in range(1, max_steps + 1):
-        fock, terms = sol.fock(rho_in)
+        full = sol.loose is None or residual <= r_full / sol.refresh
+        fock, terms = sol.fock(rho_in, full)
         dm, mo_coeff, mo_occ = sol.diagonalise(fock)
         e_harris = harris_energy(dm, fock, terms, sol.e_nuc)
-        rho_out = sol.density(dm)
+        rho_out = sol.density(dm, full)
         res = rho_out - rho_in
         residual = float(np.abs(res).sum() * dv / nelec)
+        if full:
+            r_full = residual
         best = _record(trace, best, callback, t_start, k, residual, e_harris, dm, mo_coeff, mo_occ,
-                       rho_out)
+                       rho_out, full)
         if residual <= tol:
             break
         t0 = time.perf_counter()
@@ -195,11 +240,13 @@ def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, call
     return trace, best
 
 
-def _record(trace, best, callback, t_start, k, residual, energy, dm, mo_coeff, mo_occ, rho_dm):
+def _record(trace, best, callback, t_start, k, residual, energy, dm, mo_coeff, mo_occ, rho_dm,
+            full=True):
     """Log step ``k`` in ``trace``, show it to ``callback``; returns the best iterate so far
     (smallest residual) as (residual, step, energy, D, orbitals, occupations, D's mesh
     density)."""
-    trace.append({"residual": residual, "energy": energy, "seconds": time.perf_counter() - t_start})
+    trace.append({"residual": residual, "energy": energy, "seconds": time.perf_counter() - t_start,
+                  "full": bool(full)})
     if callback is not None:
         callback(k, mo_coeff, mo_occ, trace[-1])
     if best is None or residual < best[0]:
@@ -224,7 +271,7 @@ def _pulay_next(inputs, residuals, mixing):
         c = np.zeros(n)
         c[-1] = 1.0
     out = sum(ci * (x + mixing * r) for ci, x, r in zip(c, inputs, residuals))
-    return np.clip(out, 0.0, None)
+    return out
 
 
 def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, callback, t_start):
@@ -303,13 +350,14 @@ def summary(result: RefineResult) -> dict:
 def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
                      conv_tol: float = CONV_TOL, max_cycle: int = 100,
                      smearing: float | None = None, tol: float = SCF_START_TOL,
-                     max_steps: int = SCF_START_MAX_STEPS, mixing: float = REFINE_MIXING):
+                     max_steps: int = SCF_START_MAX_STEPS, mixing: float = REFINE_MIXING,
+                     loose: float | None = REFINE_LOOSE):
     """``(RefineResult, SCFResult)``: the labels' SCF (:func:`rhosr.dft.physics.run_scf`)
     started from D of :func:`refine` of ``rho`` to ``tol`` and its potential
     (:class:`rhosr.dft.start.SCFStart`; one process).  A refinement that stops short of
     ``tol`` still hands over its best D; the SCF decides convergence."""
     ref = refine(symbols, positions_bohr, grid, rho, charge=charge, smearing=smearing, tol=tol,
-                 max_steps=max_steps, mixing=mixing, pointwise=False, handover=True)
+                 max_steps=max_steps, mixing=mixing, pointwise=False, handover=True, loose=loose)
     scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=ref.start,
                   conv_tol=conv_tol, max_cycle=max_cycle, smearing=smearing)
     return ref, scf
