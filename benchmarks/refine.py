@@ -144,7 +144,7 @@ def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> d
             dm = mf2.make_rdm1(c, o)
             curve.append({"t": tr["seconds"] + row["predict_seconds"] + t_pw,
                           "nmae": err(mesh_density(mf2, dm)), "de": abs(tr["energy"] - e_ref),
-                          "residual": tr["residual"], "full": tr.get("full", True)})
+                          "residual": tr["residual"], "full": tr["full"]})
         out[name] = curve
         out[name + "_timings"] = res.timings
         if name == "rhosr":
@@ -247,7 +247,7 @@ def report_step_costs(results) -> None:
     for r in results:
         c = r["rhosr"]
         for a, b in zip(c, c[1:]):
-            cost[b.get("full", True)].append(b["t"] - a["t"])
+            cost[b["full"]].append(b["t"] - a["t"])
     cycle = [(s[-1]["t"] - s[0]["t"]) / (len(s) - 1) for s in (r["scf"] for r in results)
              if len(s) > 1]
     parts = {}

@@ -96,11 +96,13 @@ class _Solver:
     A full step evaluates F[ρ] and ρ[D] at the labels' precision and, when loose steps are
     on, also at the loose precision: the differences ``c_veff`` and ``c_rho`` are kept.  A
     loose step adds them to its loose evaluations (a defect correction): its error is the
-    loose error of the *change* since the last full step, about 5e-4 of it, not of the
-    whole."""
+    loose error of the *change* since the last full step, about 1e-3 of it at precision 1e-5,
+    not of the whole.  ``refresh``: the residual's fall since the last full step that calls
+    for the next (:func:`_pulay`)."""
 
-    def __init__(self, mf, timings: dict, loose: float | None = None):
-        self.mf, self.timings = mf, timings
+    def __init__(self, mf, timings: dict, loose: float | None = None,
+                 refresh: float = REFINE_REFRESH):
+        self.mf, self.timings, self.refresh = mf, timings, refresh
         t0 = time.perf_counter()
         self.h, self.s = mf.get_hcore(), mf.get_ovlp()
         self.e_nuc = mf.energy_nuc()
@@ -188,15 +190,16 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     t0 = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing)
     timings["setup"] += time.perf_counter() - t0
-    sol = _Solver(mf, timings, loose)
-    sol.refresh = refresh
+    sol = _Solver(mf, timings, loose, refresh)
     nelec = float(np.sum(rho) * grid.dv)
     iterate = _pulay if method == "pulay" else _fock_diis
     trace, best = iterate(sol, np.asarray(rho, dtype=np.float64), grid.dv, nelec, tol, max_steps,
                           method, mixing, history, callback, t_start)
-    # a loose step's mesh density of D carries the loose error of the change: evaluate again
-    rho_dm = best[6] if trace[best[1] - 1].get("full", True) else sol.density(best[3])
-    terms = sol.fock(rho_dm)[1] if energy_ks or handover else None
+    terms = None
+    if energy_ks or handover:
+        # a loose step's mesh density of D carries the loose error of the change: evaluate again
+        rho_dm = best[6] if trace[best[1] - 1]["full"] else sol.density(best[3])
+        terms = sol.fock(rho_dm)[1]
     e_ks = _energy_ks(sol, best[3], terms) if energy_ks else float("nan")
     result = _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
                      pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
@@ -270,8 +273,7 @@ def _pulay_next(inputs, residuals, mixing):
     except np.linalg.LinAlgError:
         c = np.zeros(n)
         c[-1] = 1.0
-    out = sum(ci * (x + mixing * r) for ci, x, r in zip(c, inputs, residuals))
-    return out
+    return sum(ci * (x + mixing * r) for ci, x, r in zip(c, inputs, residuals))
 
 
 def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, callback, t_start):
