@@ -116,23 +116,25 @@ class _Solver:
         self.c_veff, self.c_rho = 0.0, 0.0
         timings["setup"] += time.perf_counter() - t0
 
-    def _corrected(self, evaluate, name: str, full: bool):
+    def _corrected(self, evaluate, name: str, full: bool, keep: bool = True):
         """``evaluate(cache)`` at the labels' precision (cache None) when ``full`` or when
-        there are no loose steps, keeping the full − loose difference as ``name``; else
-        the loose evaluation plus that difference."""
+        there are no loose steps, keeping the full − loose difference as ``name`` (unless
+        ``keep`` is False: no later step needs it); else the loose evaluation plus that
+        difference."""
         if self.loose is None or full:
             out = evaluate(None)
-            if self.loose is not None:
+            if self.loose is not None and keep:
                 setattr(self, name, out - evaluate(self.loose))
             return out
         return evaluate(self.loose) + getattr(self, name)
 
-    def fock(self, rho, full: bool = True):
+    def fock(self, rho, full: bool = True, keep: bool = True):
         """F[ρ] and its terms (:func:`rhosr.dft.mesh.fock_terms`); ``full=False``: the
-        corrected loose evaluation."""
+        corrected loose evaluation; ``keep=False``: a full one after the last step."""
         t0 = time.perf_counter()
         v_G, terms = mesh_potential(self.mf, rho)
-        terms["veff"] = self._corrected(lambda c: integrate(self.mf, v_G, c), "c_veff", full)
+        terms["veff"] = self._corrected(lambda c: integrate(self.mf, v_G, c), "c_veff", full,
+                                        keep)
         self.timings["fock"] += time.perf_counter() - t0
         return self.h + terms["veff"], terms
 
@@ -144,10 +146,10 @@ class _Solver:
         self.timings["diagonalise"] += time.perf_counter() - t0
         return dm, mo_coeff, mo_occ
 
-    def density(self, dm, full: bool = True):
+    def density(self, dm, full: bool = True, keep: bool = True):
         """ρ[D] on the mesh; ``full=False``: the corrected loose collocation."""
         t0 = time.perf_counter()
-        rho = self._corrected(lambda c: mesh_density(self.mf, dm, c), "c_rho", full)
+        rho = self._corrected(lambda c: mesh_density(self.mf, dm, c), "c_rho", full, keep)
         self.timings["density"] += time.perf_counter() - t0
         return rho
 
@@ -198,8 +200,8 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     terms = None
     if energy_ks or handover:
         # a loose step's mesh density of D carries the loose error of the change: evaluate again
-        rho_dm = best[6] if trace[best[1] - 1]["full"] else sol.density(best[3])
-        terms = sol.fock(rho_dm)[1]
+        rho_dm = best[6] if trace[best[1] - 1]["full"] else sol.density(best[3], keep=False)
+        terms = sol.fock(rho_dm, keep=False)[1]
     e_ks = _energy_ks(sol, best[3], terms) if energy_ks else float("nan")
     result = _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
                      pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
@@ -212,7 +214,7 @@ def _energy_ks(sol, dm, terms=None) -> float:
     """E_KS[D] (Hartree): Tr D h + E_H + E_loc,long + E_xc of D's mesh density + E_nn
     (``terms``: :func:`rhosr.dft.mesh.fock_terms` of that density, when at hand)."""
     if terms is None:
-        terms = fock_terms(sol.mf, sol.density(dm))
+        terms = fock_terms(sol.mf, sol.density(dm, keep=False))
     return float(np.einsum("ij,ji->", dm, sol.h).real + terms["e_coul"] + terms["e_xc"]
                  + sol.e_nuc)
 
