@@ -21,7 +21,7 @@ Per case, in a child process that never loads torch (PySCF's timings undisturbed
   same predictions (the first is the one reported).
 
     python benchmarks/refine.py [--qm9 20] [--groups anion:3 cation:2 S P Cl Si B] [--per-group 1]
-        [--frames] [--max-steps 20] [--methods pulay diis] [--mixing 0.5] [--json FILE]
+        [--frames] [--max-steps 20] [--methods pulay diis] [--mixing 0.4] [--json FILE]
         [--plot docs/refine.png]
 """
 
@@ -44,6 +44,7 @@ from rhosr.core.grid import box_for  # noqa: E402
 from rhosr.core.molecule import valence_electrons  # noqa: E402
 from rhosr.core.splits import group_of_id, split_of_id  # noqa: E402
 from rhosr.core.sources import load_molecules  # noqa: E402
+from rhosr.dft.refine import REFINE_MIXING  # noqa: E402
 from rhosr.labels.bank import open_labels  # noqa: E402
 
 FRAMES = [ROOT / "tests" / "data" / "reference" / f"c7o2h10_frame{i}.xyz" for i in (0, 1)]
@@ -177,25 +178,30 @@ def _cycles_to(trace, tol) -> int | None:
 def scf_start(row, grid, iters, curve, e_ref, default_tol, mf) -> dict:
     """``rhosr scf --guess rhosr``: the labels' SCF (conv_tol 1e-10) from the first iterate
     whose residual is at most SCF_START_TOL (the best if none is), read off the same
-    trajectory, with its potential handed over (:class:`rhosr.dft.start.SCFStart`, built with
-    ``mf``, the case's SCF object); its seconds count the prediction, the steps and that
-    potential."""
+    trajectory, with its potential and core Hamiltonian handed over
+    (:class:`rhosr.dft.start.SCFStart`) and run on ``mf``, the case's SCF object, as
+    :func:`rhosr.dft.refine.scf_from_density` runs it on the refinement's; its seconds count
+    the prediction, the steps and that potential."""
     from rhosr.dft.mesh import fock_terms, mesh_density
-    from rhosr.dft.physics import run_scf
+    from rhosr.dft.physics import traced_kernel
     from rhosr.dft.refine import SCF_START_TOL
     from rhosr.dft.start import SCFStart
 
     k = next((i for i, c in enumerate(curve) if c["residual"] <= SCF_START_TOL),
              int(np.argmin([c["residual"] for c in curve])))
     c, o, tr = iters[k]
-    sym, pos = row["symbols"], np.asarray(row["positions"])
     dm = (c * o) @ c.T
-    rho_dm = mesh_density(mf, dm)  # the refinement's last output: not counted again
+    hcore = mf.get_hcore()  # the refinement's, built in its setup
+    t0 = time.perf_counter()
+    # a full step's output density is at hand; a cheap step's is evaluated again (refine)
+    rho_dm = mesh_density(mf, dm)
+    t_density = 0.0 if tr["full"] else time.perf_counter() - t0
     t0 = time.perf_counter()
     terms = fock_terms(mf, rho_dm)
-    t_handover = time.perf_counter() - t0
+    t_handover = time.perf_counter() - t0 + t_density
     start = SCFStart(dm, terms["veff"], terms["e_coul"], terms["e_xc"])
-    scf = run_scf(sym, pos, grid, charge=row["charge"], guess=start, conv_tol=1e-10)
+    mf.conv_tol = 1e-10
+    scf = traced_kernel(mf, start, hcore=hcore)  # as scf_from_density, on one SCF object
     return {"steps": k + 1, "residual": curve[k]["residual"], "cycles": scf.cycles,
             "converged": scf.converged, "de": scf.energy - e_ref,
             "cycles_default": scf.cycles_to(default_tol),
@@ -324,7 +330,7 @@ def main(argv=None) -> int:
     ap.add_argument("--target", type=float, default=0.10, help="NMAE %% to time both routes to")
     ap.add_argument("--methods", nargs="+", default=["pulay"],
                     help="refinement methods (rhosr.dft.refine.METHODS); the first is reported")
-    ap.add_argument("--mixing", type=float, default=0.5, help="Pulay mixing beta")
+    ap.add_argument("--mixing", type=float, default=REFINE_MIXING, help="Pulay mixing beta")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--phase", default="all", help=argparse.SUPPRESS)

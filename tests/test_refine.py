@@ -43,6 +43,18 @@ def test_converges_to_the_scf_from_a_perturbed_start(ammonia):
         assert set(res.timings) >= {"setup", "fock", "diagonalise", "density", "pointwise"}
 
 
+def test_a_short_pulay_history_reaches_the_same_fixed_point(ammonia):
+    """The history drops its oldest input and residual (kept inner products shifted) once
+    full: history 2 still converges, to the default's density and energy."""
+    mol, fine, pos, ref = ammonia
+    start = 0.7 * ref.density + 0.3 * sad_density(mol.symbols, pos, fine)
+    short = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=40, history=2)
+    default = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=40)
+    assert short.converged and default.converged and short.steps > 2
+    assert 100 * nmae(short.density, default.density) <= 1e-4
+    assert abs(short.energy - default.energy) <= 1e-8
+
+
 def test_loose_steps_reach_the_full_steps_fixed_point(ammonia):
     """The default's cheap steps (a looser multigrid task list, corrected by the last full
     step) end where every-step-full ends; the first step is full, most later ones loose."""

@@ -68,7 +68,7 @@ def add_predict(sub) -> None:
     p.add_argument("--refine", action="store_true",
                    help="write the density refined by Kohn-Sham iterations from the prediction "
                         "(PySCF at the labels' level of theory, Pulay mixing of densities, one SCF "
-                        "cycle's cost per step; closed shells) until --tol or --max-steps")
+                        "cycle's cost or less per step; closed shells) until --tol or --max-steps")
     add_refine_options(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_structure_options(p, max_voxels=PREDICT_MAX_VOXELS)

@@ -156,6 +156,16 @@ def run_scf(symbols, positions_bohr, grid: Grid, charge: int = 0, guess="minao",
     t0 = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing,
                     conv_tol=conv_tol)
+    return traced_kernel(mf, guess, max_cycle, t0)
+
+
+def traced_kernel(mf, guess="minao", max_cycle: int = 100, t0: float | None = None,
+                  hcore=None) -> SCFResult:
+    """PySCF's SCF of ``mf`` (an :func:`scf_object`, possibly used before, e.g. by a
+    refinement whose start it continues: ``hcore`` its core Hamiltonian, as
+    :func:`rhosr.dft.start.kernel_from`) from ``guess`` as in :func:`run_scf`, every cycle
+    traced; seconds counted from ``t0`` (default: now)."""
+    t0 = time.perf_counter() if t0 is None else t0
     mf.max_cycle = int(max_cycle)
     trace = []
     mf.callback = lambda env: trace.append({
@@ -166,7 +176,7 @@ def run_scf(symbols, positions_bohr, grid: Grid, charge: int = 0, guess="minao",
             raise InputError(f"guess must be 'minao', 'atom' or a density matrix, not {guess!r}")
         mf.init_guess = guess
         guess = None
-    energy = kernel_from(mf, guess)
+    energy = kernel_from(mf, guess, hcore)
     return SCFResult(energy=float(energy), cycles=int(getattr(mf, "cycles", len(trace))),
                      converged=bool(mf.converged), seconds=time.perf_counter() - t0,
                      trace=trace, mo_coeff=mf.mo_coeff, mo_occ=mf.mo_occ)

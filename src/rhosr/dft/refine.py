@@ -36,7 +36,9 @@ from rhosr.core.density import Density
 from rhosr.core.grid import Grid
 from rhosr.dft.isolation import isolated
 from rhosr.dft.mesh import fock_terms, integrate, loose_cache, mesh_density, mesh_potential
-from rhosr.dft.physics import check_density, dipole_debye, harris_energy, run_scf, scf_object
+from rhosr.dft.mixing import PulayMixer
+from rhosr.dft.physics import (check_density, dipole_debye, harris_energy, scf_object,
+                                traced_kernel)
 from rhosr.dft.scf import CONV_TOL, evaluate_density
 from rhosr.dft.start import SCFStart
 from rhosr.errors import InputError
@@ -46,7 +48,15 @@ from rhosr.errors import InputError
 #: at most REFINE_MAX_STEPS steps.
 REFINE_TOL = 1e-3
 REFINE_MAX_STEPS = 12
-REFINE_MIXING = 0.5
+#: Pulay β (chosen on 9 validation molecules, docs/benchmarks.md "Refinement": 0.4 reaches
+#: 0.10 % NMAE in 3.0 steps on average against 3.6 at 0.5, and 2e-7 in the same 12.3).
+REFINE_MIXING = 0.4
+#: Pulay history: input densities and residuals kept (chosen on 9 validation molecules,
+#: docs/benchmarks.md "Refinement": 10 reaches 2e-7 in 11.8 steps on average against 12.3
+#: with 6; the first 6 steps are the same), fewer where they would hold more than
+#: REFINE_HISTORY_BYTES (meshes above ~12 M points).
+REFINE_HISTORY = 10
+REFINE_HISTORY_BYTES = 2e9
 #: Tolerance of the refinement that starts an SCF (``rhosr scf --guess rhosr``, ``rhosr
 #: generate --guess rhosr``): tight enough that PySCF's SCF at conv_tol 1e-10 accepts the
 #: start after one cycle (chosen on validation molecules, docs/benchmarks.md "SCF start":
@@ -169,7 +179,7 @@ METHODS = ("pulay", "diis", "plain")
 def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
            smearing: float | None = None, tol: float = REFINE_TOL,
            max_steps: int = REFINE_MAX_STEPS, method: str = "pulay", mixing: float = REFINE_MIXING,
-           history: int = 6, pointwise: bool = True, keep_orbitals: bool = False,
+           history: int = REFINE_HISTORY, pointwise: bool = True, keep_orbitals: bool = False,
            energy_ks: bool = False, handover: bool = False, callback=None,
            loose: float | None = REFINE_LOOSE, refresh: float = REFINE_REFRESH) -> RefineResult:
     """Refine ``rho`` (fine mesh, e/bohr³) towards the SCF's fixed point; see the module
@@ -183,15 +193,30 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     ``loose``: multigrid precision of the cheap steps (None: every step full); ``refresh``:
     the residual's fall that calls for the next full step ("pulay" only).  Closed shells
     only."""
+    _check(rho, grid, symbols, charge, tol, max_steps, method, mixing)
+    t_start = time.perf_counter()
+    mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing)
+    return _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, tol=tol,
+                      max_steps=max_steps, method=method, mixing=mixing, history=history,
+                      pointwise=pointwise, keep_orbitals=keep_orbitals, energy_ks=energy_ks,
+                      handover=handover, callback=callback, loose=loose, refresh=refresh)[0]
+
+
+def _check(rho, grid, symbols, charge, tol, max_steps, method, mixing) -> None:
+    """Raise :class:`InputError` for a density or options :func:`refine` cannot take."""
     check_density(rho, grid, symbols, charge, 0)
     if max_steps < 1 or not tol >= 0 or method not in METHODS or not 0 < mixing <= 1:
         raise InputError(f"refine: max steps >= 1, tol >= 0, method in {METHODS} and "
                          f"0 < mixing <= 1, not {max_steps}, {tol}, {method!r}, {mixing}")
-    t_start = time.perf_counter()
+
+
+def _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, *, tol, max_steps, method,
+               mixing, history, pointwise, keep_orbitals, energy_ks, handover, callback, loose,
+               refresh) -> tuple:
+    """:func:`refine` with the SCF object ``mf`` of the molecule (built since ``t_start``):
+    ``(RefineResult, mf's core Hamiltonian)``."""
     timings = dict.fromkeys(("setup", "fock", "diagonalise", "density", "diis", "pointwise"), 0.0)
-    t0 = time.perf_counter()
-    mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing)
-    timings["setup"] += time.perf_counter() - t0
+    timings["setup"] += time.perf_counter() - t_start
     sol = _Solver(mf, timings, loose, refresh)
     nelec = float(np.sum(rho) * grid.dv)
     iterate = _pulay if method == "pulay" else _fock_diis
@@ -207,7 +232,7 @@ def refine(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
                      pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
     if handover:
         result.start = SCFStart(best[3], terms["veff"], terms["e_coul"], terms["e_xc"])
-    return result
+    return result, sol.h
 
 
 def _energy_ks(sol, dm, terms=None) -> float:
@@ -222,7 +247,9 @@ def _energy_ks(sol, dm, terms=None) -> float:
 def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, callback, t_start):
     """Pulay mixing of densities: input ρ_in → F[ρ_in] → D → ρ_out; residual ρ_out − ρ_in;
     the next input the Pulay combination of the inputs plus ``mixing`` × residuals."""
-    inputs, residuals, trace, best = [], [], [], None
+    trace, best = [], None
+    mixer = PulayMixer(min(history, max(2, int(REFINE_HISTORY_BYTES // (2 * rho_in.nbytes)))),
+                       mixing)
     residual, r_full = np.inf, np.inf  # step 1 is a full step
     for k in range(1, max_steps + 1):
         full = sol.loose is None or residual <= r_full / sol.refresh
@@ -239,8 +266,7 @@ def _pulay(sol, rho_in, dv, nelec, tol, max_steps, method, mixing, history, call
         if residual <= tol:
             break
         t0 = time.perf_counter()
-        inputs, residuals = (inputs + [rho_in])[-history:], (residuals + [res])[-history:]
-        rho_in = _pulay_next(inputs, residuals, mixing)
+        rho_in = mixer.next(rho_in, res)
         sol.timings["diis"] += time.perf_counter() - t0
     return trace, best
 
@@ -257,25 +283,6 @@ def _record(trace, best, callback, t_start, k, residual, energy, dm, mo_coeff, m
     if best is None or residual < best[0]:
         return (residual, k, energy, dm, mo_coeff, mo_occ, rho_dm)
     return best
-
-
-def _pulay_next(inputs, residuals, mixing):
-    """Σ c_i (ρ_i + β R_i) with Σ c_i = 1 minimising |Σ c_i R_i|²."""
-    n = len(residuals)
-    a = np.empty((n + 1, n + 1))
-    for i in range(n):
-        for j in range(i + 1):
-            a[i, j] = a[j, i] = float(np.vdot(residuals[i], residuals[j]))
-    a[n, :n] = a[:n, n] = 1.0
-    a[n, n] = 0.0
-    rhs = np.zeros(n + 1)
-    rhs[n] = 1.0
-    try:
-        c = np.linalg.solve(a, rhs)[:n]
-    except np.linalg.LinAlgError:
-        c = np.zeros(n)
-        c[-1] = 1.0
-    return sum(ci * (x + mixing * r) for ci, x, r in zip(c, inputs, residuals))
 
 
 def _fock_diis(sol, rho, dv, nelec, tol, max_steps, method, mixing, history, callback, t_start):
@@ -358,10 +365,15 @@ def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
                      loose: float | None = REFINE_LOOSE):
     """``(RefineResult, SCFResult)``: the labels' SCF (:func:`rhosr.dft.physics.run_scf`)
     started from D of :func:`refine` of ``rho`` to ``tol`` and its potential
-    (:class:`rhosr.dft.start.SCFStart`; one process).  A refinement that stops short of
-    ``tol`` still hands over its best D; the SCF decides convergence."""
-    ref = refine(symbols, positions_bohr, grid, rho, charge=charge, smearing=smearing, tol=tol,
-                 max_steps=max_steps, mixing=mixing, pointwise=False, handover=True, loose=loose)
-    scf = run_scf(symbols, positions_bohr, grid, charge=charge, guess=ref.start,
-                  conv_tol=conv_tol, max_cycle=max_cycle, smearing=smearing)
-    return ref, scf
+    (:class:`rhosr.dft.start.SCFStart`), on the refinement's own SCF object (cell, core
+    Hamiltonian, overlap and multigrid task list built once).  A refinement that stops
+    short of ``tol`` still hands over its best D; the SCF decides convergence."""
+    _check(rho, grid, symbols, charge, tol, max_steps, "pulay", mixing)
+    t_start = time.perf_counter()
+    mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing,
+                    conv_tol=conv_tol)
+    ref, hcore = _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, tol=tol,
+                     max_steps=max_steps, method="pulay", mixing=mixing, history=REFINE_HISTORY,
+                     pointwise=False, keep_orbitals=False, energy_ks=False, handover=True,
+                     callback=None, loose=loose, refresh=REFINE_REFRESH)
+    return ref, traced_kernel(mf, ref.start, max_cycle, hcore=hcore)

@@ -6,9 +6,10 @@ exchange–correlation energies (:func:`rhosr.dft.mesh.fock_terms` of D₀'s mes
 ``mf.get_veff(D₀)`` to 1e-14).  :func:`kernel_from` runs ``mf.kernel(dm0=D₀)`` with PySCF's
 first ``get_veff`` answered from the start instead of computed again; every later cycle, the
 convergence test and the final check are PySCF's, so the converged result is the same as from
-D₀ alone (to rounding), one potential cheaper.  (The core Hamiltonian is not handed over:
-multigrid's ``get_hcore`` also sets the long-range local pseudopotential that every later
-potential adds.)
+D₀ alone (to rounding), one potential cheaper.  When the SCF continues on the very SCF object
+the start was made with, its core Hamiltonian can be handed over too (``hcore``): multigrid's
+``get_hcore`` also sets the long-range local pseudopotential that every later potential adds,
+which that object already holds, so only that object's own matrix will do.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class SCFStart:
     e_xc: float = float("nan")
 
 
-def kernel_from(mf, start=None) -> float:
+def kernel_from(mf, start=None, hcore=None) -> float:
     """``mf.kernel()`` from ``start``: None (``mf.init_guess``), a density matrix, or an
-    :class:`SCFStart`, whose potential answers PySCF's first ``get_veff``.  Returns the SCF
-    energy (Hartree); ``mf`` is left as after any kernel, without the stand-in."""
+    :class:`SCFStart`, whose potential answers PySCF's first ``get_veff``; ``hcore`` (with an
+    SCFStart): ``mf``'s own core Hamiltonian, computed by ``mf`` before, which answers
+    ``get_hcore``.  Returns the SCF energy (Hartree); ``mf`` is left as after any kernel,
+    without the stand-ins."""
     if start is None:
         return mf.kernel()
     if not isinstance(start, SCFStart):
@@ -49,7 +52,12 @@ def kernel_from(mf, start=None) -> float:
         return pending.pop() if pending else own_veff(*args, **kwargs)
 
     mf.get_veff = get_veff
+    if hcore is not None:
+        if mf._numint.vpplocG_part1 is None:
+            raise ValueError("hcore: mf's own core Hamiltonian, computed before by mf")
+        mf.get_hcore = lambda *args, **kwargs: hcore
     try:
         return mf.kernel(dm0=np.asarray(start.dm))
     finally:
         mf.__dict__.pop("get_veff", None)
+        mf.__dict__.pop("get_hcore", None)
