@@ -115,13 +115,16 @@ class _Solver:
         self.mf, self.timings, self.refresh = mf, timings, refresh
         t0 = time.perf_counter()
         self.h, self.s = mf.get_hcore(), mf.get_ovlp()
+        # PySCF's SCF drops the overlap's eigenvectors below 1e-6 (canonical
+        # orthogonalisation); the same basis here, or the fixed point lies a little lower
+        self.x = mf.check_linear_dependency(self.s)
         self.e_nuc = mf.energy_nuc()
         # PySCF loads here, not at import: `rhosr --help` reads this module's defaults
         from pyscf.scf import diis as scf_diis
 
         self.diis = scf_diis.CDIIS(mf)
         self.diis.space = 8
-        self.diis.Corth = None
+        self.diis.Corth = self.x
         self.loose = None if loose is None else loose_cache(mf, loose)
         self.c_veff, self.c_rho = 0.0, 0.0
         timings["setup"] += time.perf_counter() - t0
@@ -150,7 +153,7 @@ class _Solver:
 
     def diagonalise(self, fock):
         t0 = time.perf_counter()
-        mo_energy, mo_coeff = self.mf.eig(fock, self.s)
+        mo_energy, mo_coeff = self.mf.eig(fock, self.s, x=self.x)
         mo_occ = self.mf.get_occ(mo_energy, mo_coeff)
         dm = self.mf.make_rdm1(mo_coeff, mo_occ)
         self.timings["diagonalise"] += time.perf_counter() - t0
