@@ -116,8 +116,10 @@ class _Solver:
         t0 = time.perf_counter()
         self.h, self.s = mf.get_hcore(), mf.get_ovlp()
         # PySCF's SCF drops the overlap's eigenvectors below 1e-6 (canonical
-        # orthogonalisation); the same basis here, or the fixed point lies a little lower
-        self.x = mf.check_linear_dependency(self.s)
+        # orthogonalisation); the same basis here, or the fixed point lies a little lower.
+        # Where none is dropped the generalized eigensolver spans the same space, 2-4x faster
+        x = mf.check_linear_dependency(self.s)
+        self.x = x if x.shape[1] < x.shape[0] else None
         self.e_nuc = mf.energy_nuc()
         # PySCF loads here, not at import: `rhosr --help` reads this module's defaults
         from pyscf.scf import diis as scf_diis
@@ -376,7 +378,8 @@ def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing,
                     conv_tol=conv_tol)
     ref, hcore = _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, tol=tol,
-                     max_steps=max_steps, method="pulay", mixing=mixing, history=REFINE_HISTORY,
-                     pointwise=False, keep_orbitals=False, energy_ks=False, handover=True,
-                     callback=None, loose=loose, refresh=REFINE_REFRESH)
+                            max_steps=max_steps, method="pulay", mixing=mixing,
+                            history=REFINE_HISTORY, pointwise=False, keep_orbitals=False,
+                            energy_ks=False, handover=True, callback=None, loose=loose,
+                            refresh=REFINE_REFRESH)
     return ref, traced_kernel(mf, ref.start, max_cycle, hcore=hcore)
