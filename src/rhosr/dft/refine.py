@@ -103,12 +103,14 @@ class _Solver:
     """The state of one refinement: the SCF object, fixed matrices, DIIS, and the loose
     task list with its corrections (:func:`rhosr.dft.mesh.loose_cache`).
 
-    A full step evaluates F[ρ] and ρ[D] at the labels' precision and, when loose steps are
-    on, also at the loose precision: the differences ``c_veff`` and ``c_rho`` are kept.  A
-    loose step adds them to its loose evaluations (a defect correction): its error is the
-    loose error of the *change* since the last full step, about 1e-3 of it at precision 1e-5,
-    not of the whole.  ``refresh``: the residual's fall since the last full step that calls
-    for the next (:func:`_pulay`)."""
+    A full step evaluates F[ρ] and ρ[D] at the labels' precision and keeps, when loose steps
+    are on, its potential and D with their results.  A loose step evaluates only the change
+    since then at the loose precision and adds it to them (a defect correction; integration
+    and collocation are linear, so this equals the loose evaluation plus the full − loose
+    difference at the full step, without evaluating that difference): its error is the loose
+    error of the *change*, about 1e-3 of it at precision 1e-5, not of the whole.
+    ``refresh``: the residual's fall since the last full step that calls for the next
+    (:func:`_pulay`)."""
 
     def __init__(self, mf, timings: dict, loose: float | None = None,
                  refresh: float = REFINE_REFRESH):
@@ -128,28 +130,29 @@ class _Solver:
         self.diis.space = 8
         self.diis.Corth = self.x
         self.loose = None if loose is None else loose_cache(mf, loose)
-        self.c_veff, self.c_rho = 0.0, 0.0
+        self.base = {}  # name: (argument, result) of the last full step
         timings["setup"] += time.perf_counter() - t0
 
-    def _corrected(self, evaluate, name: str, full: bool, keep: bool = True):
-        """``evaluate(cache)`` at the labels' precision (cache None) when ``full`` or when
-        there are no loose steps, keeping the full − loose difference as ``name`` (unless
-        ``keep`` is False: no later step needs it); else the loose evaluation plus that
-        difference."""
+    def _corrected(self, evaluate, name: str, arg, full: bool, keep: bool = True):
+        """``evaluate(arg, cache)`` at the labels' precision (cache None) when ``full`` or
+        when there are no loose steps, keeping argument and result as ``name`` (unless
+        ``keep`` is False: no later step needs them); else that result plus the loose
+        evaluation of the change of the argument since then."""
         if self.loose is None or full:
-            out = evaluate(None)
+            out = evaluate(arg, None)
             if self.loose is not None and keep:
-                setattr(self, name, out - evaluate(self.loose))
+                self.base[name] = (arg, out)
             return out
-        return evaluate(self.loose) + getattr(self, name)
+        arg_full, out_full = self.base[name]
+        return out_full + evaluate(arg - arg_full, self.loose)
 
     def fock(self, rho, full: bool = True, keep: bool = True):
         """F[ρ] and its terms (:func:`rhosr.dft.mesh.fock_terms`); ``full=False``: the
         corrected loose evaluation; ``keep=False``: a full one after the last step."""
         t0 = time.perf_counter()
         v_G, terms = mesh_potential(self.mf, rho)
-        terms["veff"] = self._corrected(lambda c: integrate(self.mf, v_G, c), "c_veff", full,
-                                        keep)
+        terms["veff"] = self._corrected(lambda v, c: integrate(self.mf, v, c), "veff", v_G,
+                                        full, keep)
         self.timings["fock"] += time.perf_counter() - t0
         return self.h + terms["veff"], terms
 
@@ -164,7 +167,7 @@ class _Solver:
     def density(self, dm, full: bool = True, keep: bool = True):
         """ρ[D] on the mesh; ``full=False``: the corrected loose collocation."""
         t0 = time.perf_counter()
-        rho = self._corrected(lambda c: mesh_density(self.mf, dm, c), "c_rho", full, keep)
+        rho = self._corrected(lambda d, c: mesh_density(self.mf, d, c), "rho", dm, full, keep)
         self.timings["density"] += time.perf_counter() - t0
         return rho
 
