@@ -17,7 +17,7 @@ Each step costs less than an SCF cycle (one collocated density, one potential by
 one integration, one diagonalisation); the cell, core Hamiltonian, overlap, Coulomb kernel
 and multigrid task lists are built once.  Most steps are loose (``loose``, ``refresh``):
 their collocation and integration use a task list at a looser multigrid precision, about
-half the work, plus the difference the last full step measured between the two task lists
+half the work, for the change since the last full step only, added to that step's results
 (:class:`_Solver`); the first step is full, and another whenever the residual has fallen
 ``refresh``-fold since the last full one, so the loose error stays far below the
 residual.  The mixed densities are not clipped at zero: a collocated density rings a little
