@@ -2,6 +2,7 @@
 # The one long training run of the bundled model, continued in every session.
 #
 #   scripts/long_train.sh start [MINUTES]   resume in the background for MINUTES more (default 150)
+#   scripts/long_train.sh cool [MINUTES]    a cooldown branch of the run at LR/4 (default 30)
 #   scripts/long_train.sh save              write the committed resume point from the run
 #   scripts/long_train.sh status            step, minutes, last and best validation
 #
@@ -17,8 +18,12 @@
 # more inputs, e.g. unet-charge, starts with the new input weights at zero).
 #
 # The schedule has no horizon ('constant': 200 warm-up steps, then LR with an EMA of the
-# weights), so that every resume continues one schedule. Data: every bank's training
-# molecules (QM9 share MIX_QM9, data/large share MIX_LARGE, data/exotic the rest);
+# weights), so that every resume continues one schedule (docs/benchmarks.md, "Schedule at
+# equal minutes": against a warm restart and a 4x step-down from the same point). A bundle
+# may come from a short cooldown branch of the run at LR/4 (`scripts/long_train.sh cool
+# MINUTES`, runs/cool; the run itself goes on at LR), chosen on the same validation.
+# Data: every bank's training molecules (QM9 share MIX_QM9, data/large share MIX_LARGE,
+# data/exotic the rest);
 # validation: the first 50 of the banks' validation molecules in bank order (35 data/exotic,
 # 15 QM9: the same 50 as the model card's run validation; data/large's come after them).
 #
@@ -26,9 +31,8 @@
 # same 50 molecules (`scripts/long_train.sh status` prints both), bundle it with
 # scripts/bundle_model.py and remeasure the model card.
 #
-# Settings (environment): LR (1e-4)  EMA (0.999)  PRECISION (auto = rhosr train's: bf16 where
-# the CPU has AMX or AVX-512 BF16, else fp32)  MIX_QM9 (0.63)  MIX_LARGE (0.1)  SEED (3)
-# THREADS (nproc).
+# Settings (environment): LR (1e-4; every resume passes it)  EMA (0.999)  PRECISION (auto = rhosr train's: bf16 where the CPU has AMX or
+# AVX-512 BF16, else fp32)  MIX_QM9 (0.63)  MIX_LARGE (0.1)  SEED (3)  THREADS (nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,20 +53,16 @@ EOF
 }
 
 
-case "${1:-start}" in
-start)
-    more=${2:-150}
-    mkdir -p "$RUN"
-    if [ ! -f "$RUN/last.pt" ] && [ -f "$STATE/resume.pt" ]; then
-        cp "$STATE/resume.pt" "$RUN/last.pt"
-        cp "$STATE/metrics.csv" "$RUN/metrics.csv"
-    fi
-    args=(data/exotic data/qm9 data/large --out "$RUN" --mix "$(
+# launch OUT LR MINUTES: train in the background in OUT (resuming OUT/last.pt when there is
+# one, else from INIT) at rate LR for MINUTES more
+launch() {
+    local out=$1 lr=$2 more=$3
+    args=(data/exotic data/qm9 data/large --out "$out" --mix "$(
         "$PY" -c "print(round(1 - $MIX_QM9 - $MIX_LARGE, 6))")" "$MIX_QM9" "$MIX_LARGE" --ids '*-train-*' 'qm9_*'
-        --val-ids '*-val-*' 'qm9_*' --val-max 50 --val-every 400 --lr "$LR" --ema "$EMA"
+        --val-ids '*-val-*' 'qm9_*' --val-max 50 --val-every 400 --lr "$lr" --ema "$EMA"
         --schedule constant --seed "$SEED" --precision "${PRECISION:-auto}" --no-progress)
-    if [ -f "$RUN/last.pt" ]; then
-        total=$("$PY" -c "print(round($(seconds_done "$RUN/last.pt") / 60 + $more, 1))")
+    if [ -f "$out/last.pt" ]; then
+        total=$("$PY" -c "print(round($(seconds_done "$out/last.pt") / 60 + $more, 1))")
         args+=(--resume --minutes "$total")
     else
         args+=(--init "${INIT:-default}" --minutes "$more")
@@ -70,11 +70,29 @@ start)
     fi
     # the run imports a snapshot of the code taken now, so that work on the tree while it
     # runs (moved modules, lazy imports) cannot break it
-    rm -rf "$RUN/src" && cp -r src "$RUN/src" && find "$RUN/src" -name __pycache__ -prune -exec rm -rf {} +
-    echo "rhosr train ${args[*]}" | tee -a "$RUN/log.txt"
-    PYTHONPATH="$PWD/$RUN/src" OMP_NUM_THREADS=${THREADS:-$(nproc)} \
-        nohup "$PY" -m rhosr train "${args[@]}" >> "$RUN/log.txt" 2>&1 &
-    echo "started (pid $!), log $RUN/log.txt"
+    rm -rf "$out/src" && cp -r src "$out/src" && find "$out/src" -name __pycache__ -prune -exec rm -rf {} +
+    echo "rhosr train ${args[*]}" | tee -a "$out/log.txt"
+    PYTHONPATH="$PWD/$out/src" OMP_NUM_THREADS=${THREADS:-$(nproc)} \
+        nohup "$PY" -m rhosr train "${args[@]}" >> "$out/log.txt" 2>&1 &
+    echo "started (pid $!), log $out/log.txt"
+}
+
+case "${1:-start}" in
+start)
+    mkdir -p "$RUN"
+    if [ ! -f "$RUN/last.pt" ] && [ -f "$STATE/resume.pt" ]; then
+        cp "$STATE/resume.pt" "$RUN/last.pt"
+        cp "$STATE/metrics.csv" "$RUN/metrics.csv"
+    fi
+    launch "$RUN" "$LR" "${2:-150}"
+    ;;
+cool)
+    # a cooldown branch of the run's latest state at LR/4 in runs/cool (made anew); bundle
+    # its best.pt when its validation beats the run's and the bundled model's
+    [ -f "$RUN/last.pt" ] || { echo "no run in $RUN to branch from" >&2; exit 2; }
+    rm -rf runs/cool && mkdir -p runs/cool
+    cp "$RUN/last.pt" "$RUN/metrics.csv" runs/cool/
+    launch runs/cool "$("$PY" -c "print($LR / 4)")" "${2:-30}"
     ;;
 save)
     mkdir -p "$STATE"
@@ -99,5 +117,5 @@ print(f"step {tr['step']}, {tr['seconds'] / 60:.1f} min, last val {tr['val_nmae_
 EOF
     ;;
 *)
-    echo "usage: $0 start [MINUTES] | save | status" >&2; exit 2 ;;
+    echo "usage: $0 start [MINUTES] | cool [MINUTES] | save | status" >&2; exit 2 ;;
 esac
