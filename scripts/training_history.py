@@ -37,8 +37,8 @@ def history(model_path: Path, metrics: list):
     extra = torch.load(model_path, weights_only=True, map_location="cpu")["extra"]
     ends, clock = [], 0.0
     for k, ph in enumerate(extra["phases"]):
-        if ph["run"] == "long":  # the long run itself, drawn from its metrics below
-            continue
+        if ph["run"] in ("long", "cool"):  # the long run and its cooldown branches (runs/cool),
+            continue                       # drawn from the run's metrics below
         clock += float(ph["seconds"]) / 60
         ends.append((clock, float(ph["best_val_nmae_percent"]), f"phase {k + 1} ({ph['run']})"))
     rows, dts = [], []
