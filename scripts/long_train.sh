@@ -31,8 +31,9 @@
 # same 50 molecules (`scripts/long_train.sh status` prints both), bundle it with
 # scripts/bundle_model.py and remeasure the model card.
 #
-# Settings (environment): LR (1e-4; every resume passes it)  EMA (0.999)  PRECISION (auto = rhosr train's: bf16 where the CPU has AMX or
-# AVX-512 BF16, else fp32)  MIX_QM9 (0.63)  MIX_LARGE (0.1)  SEED (3)  THREADS (nproc).
+# Settings (environment): LR (1e-4; every resume passes it)  EMA (0.999)  PRECISION (auto =
+# rhosr train's: bf16 where the CPU has AMX or AVX-512 BF16, else fp32)  MIX_QM9 (0.63)
+# MIX_LARGE (0.1)  SEED (3)  THREADS (nproc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
