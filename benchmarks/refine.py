@@ -44,7 +44,7 @@ from rhosr.core.grid import box_for  # noqa: E402
 from rhosr.core.molecule import valence_electrons  # noqa: E402
 from rhosr.core.splits import group_of_id, split_of_id  # noqa: E402
 from rhosr.core.sources import load_molecules  # noqa: E402
-from rhosr.dft.refine import REFINE_MIXING  # noqa: E402
+from rhosr.dft.refine import REFINE_MIXING, SCF_START_METHOD  # noqa: E402
 from rhosr.labels.bank import open_labels  # noqa: E402
 
 FRAMES = [ROOT / "tests" / "data" / "reference" / f"c7o2h10_frame{i}.xyz" for i in (0, 1)]
@@ -92,7 +92,8 @@ def predict_all(rows, folder: Path) -> None:
         np.save(folder / f"{row['key']}.npy", rho)
 
 
-def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> dict:
+def physics_case(row, folder: Path, max_steps: int, methods, mixing: float,
+                 start_method: str) -> dict:
     """Phase 2 (no torch): SCF curve, refinement curve(s), reference, for one case."""
     from rhosr.core.grid import Grid
     from rhosr.dft.physics import dipole_debye, scf_object
@@ -129,7 +130,8 @@ def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> d
            "scf_seconds": scf_seconds, "scf_cycles": len(keep), "scf_converged": bool(mf.converged),
            "pointwise_seconds": t_pw, "predict_seconds": row["predict_seconds"],
            "predict_nmae": err(rho_pred), "scf": scf,
-           "scf_cycles_default": _cycles_to(grads, _default_conv_tol(mf.cell))}
+           "scf_cycles_default": _cycles_to(grads, _default_conv_tol(mf.cell)),
+           "method": methods[0]}
     for method in methods:
         name = "rhosr" if method == methods[0] else f"rhosr_{method}"
         iters = []
@@ -158,8 +160,10 @@ def physics_case(row, folder: Path, max_steps: int, methods, mixing: float) -> d
                               "dipole_error": float(np.linalg.norm(
                                   dipole_debye(sym, pos, grid, final) - dip_ref)),
                               "seconds": curve[k]["t"] - t_pw + (time.perf_counter() - t2)}
+        if method == start_method:
             out["start"] = scf_start(row, grid, iters, curve, e_ref, _default_conv_tol(mf.cell),
-                                    mf2)
+                                     mf2)
+            out["start"]["method"] = method
     return out
 
 
@@ -216,7 +220,8 @@ def time_to(curve, target) -> float | None:
 
 
 def report(results, target) -> None:
-    print(f"\n{'case':<16} {'atoms':>5} {'pred %':>7} {'SCF s':>6} {'cyc':>4} {'ref %':>7} "
+    print(f"\ndefault tolerance with the '{results[0]['method']}' iteration")
+    print(f"{'case':<16} {'atoms':>5} {'pred %':>7} {'SCF s':>6} {'cyc':>4} {'ref %':>7} "
           f"{'|dE| mHa':>8} {'dip D':>6} {'steps':>5} {'ref s':>6} {'t_rhosr':>7} {'t_scf':>6} {'ratio':>6}")
     ratios = []
     for r in results:
@@ -270,7 +275,8 @@ def report_start(results) -> None:
     """The SCF from the refined start against the SCF from 'minao' (conv_tol 1e-10 and
     PySCF's default), totals over the cases."""
     st = [r["start"] for r in results]
-    print(f"\nSCF start (conv_tol 1e-10): {sum(s['converged'] for s in st)}/{len(st)} converged, "
+    print(f"\nSCF start from the '{st[0]['method']}' refinement (conv_tol 1e-10): "
+          f"{sum(s['converged'] for s in st)}/{len(st)} converged, "
           f"max |E - E_minao| {max(abs(s['de']) for s in st):.1e} Ha")
     print(f"{'case':<16} {'steps':>5} {'cyc':>4} {'minao':>5} {'rhosr s':>8} {'minao s':>8} {'ratio':>6}")
     for r, s in zip(results, st):
@@ -331,16 +337,21 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=["pulay"],
                     help="refinement methods (rhosr.dft.refine.METHODS); the first is reported")
     ap.add_argument("--mixing", type=float, default=REFINE_MIXING, help="Pulay mixing beta")
+    ap.add_argument("--start-method", default=SCF_START_METHOD,
+                    help="the method whose iterates start the SCF (one of --methods)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--phase", default="all", help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.start_method not in args.methods:
+        ap.error(f"--start-method {args.start_method} is not among --methods {args.methods}")
     if args.phase == "physics":
         rows = json.loads((args.folder / "cases.json").read_text())
         results = []
         for row in rows:
-            results.append(physics_case(row, args.folder, args.max_steps, args.methods, args.mixing))
+            results.append(physics_case(row, args.folder, args.max_steps, args.methods, args.mixing,
+                                        args.start_method))
             print(f"{row['key']}: done", flush=True)
         (args.folder / "results.json").write_text(json.dumps(results))
         return 0
@@ -350,8 +361,8 @@ def main(argv=None) -> int:
         predict_all(rows, folder)
         (folder / "cases.json").write_text(json.dumps(rows))
         cmd = [sys.executable, __file__, "--phase", "physics", "--folder", str(folder),
-               "--max-steps", str(args.max_steps), "--mixing", str(args.mixing), "--methods",
-               *args.methods]
+               "--max-steps", str(args.max_steps), "--mixing", str(args.mixing),
+               "--start-method", args.start_method, "--methods", *args.methods]
         subprocess.run(cmd, check=True)
         results = json.loads((folder / "results.json").read_text())
     report(results, args.target)

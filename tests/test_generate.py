@@ -139,16 +139,19 @@ def test_rhosr_guess_gives_the_same_labels(tmp_path):
 
 
 def test_the_default_guess_is_the_measured_faster_one():
-    """`rhosr generate`'s default start is the one docs/refine.json (benchmarks/refine.py,
-    the record behind docs/benchmarks.md) measured faster per label at conv_tol 1e-10,
-    with the same energies; --scheduler falls back to 'minao' (no predictor there)."""
+    """`rhosr generate`'s default start is the one docs/scf_start.json (benchmarks/refine.py
+    with the SCF start's method, the record behind docs/benchmarks.md "SCF start") measured
+    faster per label at conv_tol 1e-10, with the same energies; --scheduler falls back to
+    'minao' (no predictor there)."""
     import json
     from pathlib import Path
 
     from rhosr.cli.main import build_parser, generate_guess
 
-    rows = json.loads((Path(__file__).parents[1] / "docs" / "refine.json").read_text())
-    assert len(rows) >= 20
+    from rhosr.dft.refine import SCF_START_METHOD
+
+    rows = json.loads((Path(__file__).parents[1] / "docs" / "scf_start.json").read_text())
+    assert len(rows) >= 20 and all(r["start"]["method"] == SCF_START_METHOD for r in rows)
     minao = sum(r["scf_seconds"] for r in rows)
     rhosr = sum(r["start"]["seconds"] for r in rows)
     assert all(r["start"]["converged"] and abs(r["start"]["de"]) < 1e-8 for r in rows)

@@ -34,13 +34,57 @@ def test_converges_to_the_scf_from_a_perturbed_start(ammonia):
     sad = sad_density(mol.symbols, pos, fine)
     start = 0.7 * ref.density + 0.3 * sad
     assert 100 * nmae(start, ref.density) > 1.0
-    for method in ("pulay", "diis"):
+    for method in ("pulay", "newton", "diis"):
         res = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=30, method=method)
         assert res.converged and res.steps < 30
         assert 100 * nmae(res.density, ref.density) <= 0.01
         assert abs(res.energy - ref.energy) <= 1e-6
         assert res.residuals[-1] <= 1e-7
         assert set(res.timings) >= {"setup", "fock", "diagonalise", "density", "pointwise"}
+
+
+def test_newton_steps_reach_the_same_fixed_point_in_fewer_steps(ammonia):
+    """The Newton-preconditioned mixing of density matrices (rhosr.dft.newton) ends where
+    Pulay mixing of densities ends, in fewer steps; each step past the second falls by
+    more than the 0.4 of mixing without it."""
+    mol, fine, pos, ref = ammonia
+    start = 0.7 * ref.density + 0.3 * sad_density(mol.symbols, pos, fine)
+    newton = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=30, method="newton")
+    pulay = refine(mol.symbols, pos, fine, start, tol=1e-7, max_steps=30)
+    assert newton.converged and pulay.converged and newton.steps < pulay.steps
+    assert 100 * nmae(newton.density, pulay.density) <= 1e-4
+    assert abs(newton.energy - pulay.energy) <= 1e-8
+    r = newton.residuals
+    assert all(b < 0.4 * a for a, b in zip(r[1:], r[2:]))
+
+
+def test_newton_step_inverts_the_fitted_hartree_response(ammonia):
+    """HartreeNewton solves δ − χ₀ K_H δ = R in its basis: for δ its output, R + χ₀ V[fit(δ)]
+    gives δ back (to the fitted response's rounding)."""
+    from rhosr.dft.newton import HartreeNewton, newton_fits
+    from rhosr.dft.physics import scf_object
+
+    mol, fine, pos, ref = ammonia
+    mf = scf_object(mol.symbols, pos, fine)
+    dm = mf.get_init_guess()
+    e, c = mf.eig(mf.get_hcore() + mf.get_veff(dm=dm), mf.get_ovlp())
+    occ = mf.get_occ(e, c)
+    assert newton_fits(mf.cell, occ)
+    step = HartreeNewton(mf.cell, e, c, occ)
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=dm.shape)
+    r = 1e-3 * (r + r.T)
+    delta = step(r)
+    # χ₀ V[y] for the fit y of δ, by the class's own pieces
+    import scipy.linalg as sla
+    from pyscf import lib
+
+    fit = sla.cho_solve(step.metric, step.lpq @ lib.pack_tril(2 * delta - np.diag(np.diag(delta))))
+    u = (2.0 * (fit @ step.lia) / step.gap).reshape(step.co.shape[1], step.cv.shape[1])
+    x = step.cv @ u.T @ step.co.T
+    assert np.abs(r + x + x.T - delta).max() <= 1e-8 * np.abs(delta).max()
+    assert np.abs(delta - r).max() > 1e-2 * np.abs(r).max()  # the response is not negligible
+    assert not newton_fits(mf.cell, np.where(occ > 0, 1.0, 0.0))  # fractional: no Newton step
 
 
 def test_a_short_pulay_history_reaches_the_same_fixed_point(ammonia):

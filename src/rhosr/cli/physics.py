@@ -86,8 +86,12 @@ def add_scf(sub) -> None:
         description="Run the SCF of the labels' level of theory from --guess: 'rhosr' (the "
                     "density matrix of the predicted density refined to --tol, by default tight "
                     "enough that PySCF accepts it after one cycle; its seconds include the "
-                    "prediction and the refinement steps), or PySCF's 'atom' or 'minao'. An SCF "
-                    "that does not converge in --max-cycle is reported as such.")
+                    "prediction and the refinement steps), or PySCF's 'atom' or 'minao'. This "
+                    "refinement mixes density matrices with a Newton step (the Hartree response "
+                    "in a fitting basis, rhosr.dft.newton), about half the steps of Pulay mixing "
+                    "of densities; --mixing applies where it cannot (fractional occupations, "
+                    "molecules too large for its integrals). An SCF that does not converge in "
+                    "--max-cycle is reported as such.")
     _add_common(p, tol=SCF_START_TOL, max_steps=SCF_START_MAX_STEPS)
     p.add_argument("--guess", choices=("rhosr", "atom", "minao"), default="rhosr",
                    help="initial guess")

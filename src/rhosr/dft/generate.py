@@ -24,7 +24,7 @@ from rhosr.core.grid import box_for
 from rhosr.core.molecule import DEFAULT_MAX_VOXELS, Molecule
 from rhosr.core.sources import load_molecules
 from rhosr.dft.isolation import die_with_parent, thread_limit
-from rhosr.dft.refine import SCF_START_MAX_STEPS, SCF_START_TOL, refine
+from rhosr.dft.refine import SCF_START_MAX_STEPS, SCF_START_METHOD, SCF_START_TOL, refine
 from rhosr.dft.scf import level_of_theory, run_dft
 from rhosr.errors import InputError
 from rhosr.labels.store import Record, Store
@@ -109,15 +109,16 @@ def _guess_start(mol, fine, pos, rho, smearing, threads, verbose=False):
     try:
         with thread_limit(threads):
             res = refine(mol.symbols, pos, fine, rho, charge=mol.charge, smearing=smearing,
-                         tol=SCF_START_TOL, max_steps=SCF_START_MAX_STEPS, pointwise=False,
+                         tol=SCF_START_TOL, max_steps=SCF_START_MAX_STEPS,
+                         method=SCF_START_METHOD, pointwise=False,
                          handover=True, callback=_step_logger(mol.id) if verbose else None)
     except Exception as err:  # noqa: BLE001 -- any trouble: the plain guess labels it all the same
         if verbose:
             print(f"{mol.id}: refinement failed ({type(err).__name__}: {err}); SCF from 'minao'",
                   file=sys.stderr, flush=True)
         return None, time.perf_counter() - t0, "minao"
-    how = (f"rhosr (the prediction refined by {res.steps} Pulay-mixed Kohn-Sham steps to a "
-           f"residual {res.residuals[res.best_step - 1]:.1e})")
+    how = (f"rhosr (the prediction refined by {res.steps} Kohn-Sham steps, "
+           f"{SCF_START_METHOD} mixing, to a residual {res.residuals[res.best_step - 1]:.1e})")
     return res.start, time.perf_counter() - t0, how
 
 

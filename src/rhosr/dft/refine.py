@@ -37,6 +37,7 @@ from rhosr.core.grid import Grid
 from rhosr.dft.isolation import isolated
 from rhosr.dft.mesh import fock_terms, integrate, loose_cache, mesh_density, mesh_potential
 from rhosr.dft.mixing import PulayMixer
+from rhosr.dft.newton import newton_iterate
 from rhosr.dft.physics import (check_density, dipole_debye, harris_energy, scf_object,
                                 traced_kernel)
 from rhosr.dft.scf import CONV_TOL, evaluate_density
@@ -63,6 +64,9 @@ REFINE_HISTORY_BYTES = 2e9
 #: at 2e-7 all 8 took one cycle with |g| ≤ 6e-6; at 5e-7 two took four, |g| just over 1e-5).
 SCF_START_TOL = 2e-7
 SCF_START_MAX_STEPS = 20
+#: Its iteration: the Newton-preconditioned mixing of density matrices reaches SCF_START_TOL
+#: in about half the steps of "pulay" (docs/benchmarks.md "SCF start").
+SCF_START_METHOD = "newton"
 #: Cheap steps (docs/benchmarks.md "Refinement"): every step but the first and those where
 #: the residual has fallen REFINE_REFRESH-fold since the last full one collocates and
 #: integrates with a task list at multigrid precision REFINE_LOOSE (the labels': 1e-8),
@@ -159,6 +163,7 @@ class _Solver:
     def diagonalise(self, fock):
         t0 = time.perf_counter()
         mo_energy, mo_coeff = self.mf.eig(fock, self.s, x=self.x)
+        self.mo_energy = mo_energy
         mo_occ = self.mf.get_occ(mo_energy, mo_coeff)
         dm = self.mf.make_rdm1(mo_coeff, mo_occ)
         self.timings["diagonalise"] += time.perf_counter() - t0
@@ -179,8 +184,10 @@ class _Solver:
 
 
 #: Iterations of :func:`refine`: "pulay" (Pulay mixing of densities, the prediction the first
-#: input), "diis" (PySCF's CDIIS on Fock matrices from D₁), "plain" (no mixing).
-METHODS = ("pulay", "diis", "plain")
+#: input), "newton" (Pulay mixing of density matrices from D₁ with a Newton step,
+#: :mod:`rhosr.dft.newton`), "diis" (PySCF's CDIIS on Fock matrices from D₁), "plain" (no
+#: mixing).
+METHODS = ("pulay", "newton", "diis", "plain")
 
 
 @isolated
@@ -227,9 +234,14 @@ def _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, *, tol, max_step
     timings["setup"] += time.perf_counter() - t_start
     sol = _Solver(mf, timings, loose, refresh)
     nelec = float(np.sum(rho) * grid.dv)
-    iterate = _pulay if method == "pulay" else _fock_diis
-    trace, best = iterate(sol, np.asarray(rho, dtype=np.float64), grid.dv, nelec, tol, max_steps,
-                          method, mixing, history, callback, t_start)
+    rho = np.asarray(rho, dtype=np.float64)
+    if method == "newton":
+        trace, best = newton_iterate(sol, rho, grid.dv, nelec, tol, max_steps, mixing, history,
+                                     callback, t_start, _record)
+    else:
+        iterate = _pulay if method == "pulay" else _fock_diis
+        trace, best = iterate(sol, rho, grid.dv, nelec, tol, max_steps, method, mixing, history,
+                              callback, t_start)
     terms = None
     if energy_ks or handover:
         # a loose step's mesh density of D carries the loose error of the change: evaluate again
@@ -370,18 +382,18 @@ def scf_from_density(symbols, positions_bohr, grid: Grid, rho, charge: int = 0,
                      conv_tol: float = CONV_TOL, max_cycle: int = 100,
                      smearing: float | None = None, tol: float = SCF_START_TOL,
                      max_steps: int = SCF_START_MAX_STEPS, mixing: float = REFINE_MIXING,
-                     loose: float | None = REFINE_LOOSE):
+                     loose: float | None = REFINE_LOOSE, method: str = SCF_START_METHOD):
     """``(RefineResult, SCFResult)``: the labels' SCF (:func:`rhosr.dft.physics.run_scf`)
     started from D of :func:`refine` of ``rho`` to ``tol`` and its potential
     (:class:`rhosr.dft.start.SCFStart`), on the refinement's own SCF object (cell, core
     Hamiltonian, overlap and multigrid task list built once).  A refinement that stops
     short of ``tol`` still hands over its best D; the SCF decides convergence."""
-    _check(rho, grid, symbols, charge, tol, max_steps, "pulay", mixing)
+    _check(rho, grid, symbols, charge, tol, max_steps, method, mixing)
     t_start = time.perf_counter()
     mf = scf_object(symbols, positions_bohr, grid, charge=charge, smearing=smearing,
                     conv_tol=conv_tol)
     ref, hcore = _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, tol=tol,
-                            max_steps=max_steps, method="pulay", mixing=mixing,
+                            max_steps=max_steps, method=method, mixing=mixing,
                             history=REFINE_HISTORY, pointwise=False, keep_orbitals=False,
                             energy_ks=False, handover=True, callback=None, loose=loose,
                             refresh=REFINE_REFRESH)
