@@ -89,7 +89,7 @@ def add_scf(sub) -> None:
                     "prediction and the refinement steps), or PySCF's 'atom' or 'minao'. This "
                     "refinement mixes density matrices with a Newton step (the Hartree response "
                     "in a fitting basis, rhosr.dft.newton), about half the steps of Pulay mixing "
-                    "of densities; --mixing applies where it cannot (fractional occupations, "
+                    "of densities, which runs where it cannot (fractional occupations, "
                     "molecules too large for its integrals). An SCF that does not converge in "
                     "--max-cycle is reported as such.")
     _add_common(p, tol=SCF_START_TOL, max_steps=SCF_START_MAX_STEPS)

@@ -17,7 +17,8 @@ exact for a residual whose density the basis fits.  What it leaves out (exchange
 what the fit misses, the periodic images) the Pulay combination absorbs: on qm9_110109 the
 residual falls ~10× per step against ~2.5× with β = 0.4 (docs/benchmarks.md, "SCF start").
 Built once, from the orbitals of the first input density matrix; closed shells with integer
-occupations, and only where the three-index integrals fit in :data:`NEWTON_MAX_BYTES`.
+occupations, and only where the three-index integrals fit in :data:`NEWTON_MAX_BYTES`
+(elsewhere the refinement mixes densities, "pulay").
 """
 
 from __future__ import annotations
@@ -46,14 +47,14 @@ def aux_molecule(cell):
     return mol, addons.make_auxmol(mol, NEWTON_AUXBASIS)
 
 
-def newton_fits(cell, mo_occ) -> bool:
-    """Whether :class:`HartreeNewton` applies: integer occupations (0 or 2) and three-index
-    integrals within :data:`NEWTON_MAX_BYTES`."""
-    occ = np.asarray(mo_occ)
-    if not np.all(np.isclose(occ, 0.0) | np.isclose(occ, 2.0)):
+def newton_fits(mf) -> bool:
+    """Whether :class:`HartreeNewton` applies to the SCF object ``mf``: integer occupations
+    (no smearing: PySCF's smearing sets ``sigma``) and three-index integrals within
+    :data:`NEWTON_MAX_BYTES`."""
+    if getattr(mf, "sigma", None):
         return False
-    _, auxmol = aux_molecule(cell)
-    nao = cell.nao_nr()
+    _, auxmol = aux_molecule(mf.cell)
+    nao = mf.cell.nao_nr()
     return nao * (nao + 1) // 2 * auxmol.nao_nr() * 8 <= NEWTON_MAX_BYTES
 
 
@@ -103,8 +104,9 @@ def newton_iterate(sol, rho, dv, nelec, tol, max_steps, mixing, history, callbac
     D_in, its mesh density (the labels' precision), F, D_out, and the residual
     ‖ρ[D_out − D_in]‖₁ / N (collocated at the loose precision where ``sol`` has one: the
     change only); the next D_in is the Pulay combination of the inputs plus the Newton step
-    (:class:`HartreeNewton`, from step 2's orbitals; β = ``mixing`` where it does not apply)
-    of the combined residual, in the overlap's metric tr(R_a S R_b S).  ``sol``: the
+    (:class:`HartreeNewton`, from step 2's orbitals) of the combined residual, in the
+    overlap's metric tr(R_a S R_b S).  Only where :func:`newton_fits`: the refinement runs
+    "pulay" elsewhere.  ``sol``: the
     refinement's solver; ``record``: its log of a step.  Returns (trace, best)."""
     s = sol.s
     mixer = PulayMixer(history, mixing, metric=lambda a, b: float(np.sum((a @ s) * (b @ s).T)))
@@ -129,7 +131,7 @@ def newton_iterate(sol, rho, dv, nelec, tol, max_steps, mixing, history, callbac
         if dm_in is None:
             dm_in = dm
         else:
-            if k == 2 and newton_fits(sol.mf.cell, mo_occ):
+            if k == 2:
                 newton = HartreeNewton(sol.mf.cell, sol.mo_energy, mo_coeff, mo_occ)
             dm_in = mixer.next(dm_in, dm - dm_in, precondition=newton)
         sol.timings["diis"] += time.perf_counter() - t0

@@ -37,7 +37,7 @@ from rhosr.core.grid import Grid
 from rhosr.dft.isolation import isolated
 from rhosr.dft.mesh import fock_terms, integrate, loose_cache, mesh_density, mesh_potential
 from rhosr.dft.mixing import PulayMixer
-from rhosr.dft.newton import newton_iterate
+from rhosr.dft.newton import newton_fits, newton_iterate
 from rhosr.dft.physics import (check_density, dipole_debye, harris_energy, scf_object,
                                 traced_kernel)
 from rhosr.dft.scf import CONV_TOL, evaluate_density
@@ -185,8 +185,8 @@ class _Solver:
 
 #: Iterations of :func:`refine`: "pulay" (Pulay mixing of densities, the prediction the first
 #: input), "newton" (Pulay mixing of density matrices from D₁ with a Newton step,
-#: :mod:`rhosr.dft.newton`), "diis" (PySCF's CDIIS on Fock matrices from D₁), "plain" (no
-#: mixing).
+#: :mod:`rhosr.dft.newton`; "pulay" where it cannot apply), "diis" (PySCF's CDIIS on Fock
+#: matrices from D₁), "plain" (no mixing).
 METHODS = ("pulay", "newton", "diis", "plain")
 
 
@@ -235,7 +235,7 @@ def _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, *, tol, max_step
     sol = _Solver(mf, timings, loose, refresh)
     nelec = float(np.sum(rho) * grid.dv)
     rho = np.asarray(rho, dtype=np.float64)
-    if method == "newton":
+    if method == "newton" and newton_fits(mf):
         trace, best = newton_iterate(sol, rho, grid.dv, nelec, tol, max_steps, mixing, history,
                                      callback, t_start, _record)
     else:
