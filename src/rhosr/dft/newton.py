@@ -97,8 +97,7 @@ class HartreeNewton:
         return r + x + x.T
 
 
-def newton_iterate(sol, rho, dv, nelec, tol, max_steps, mixing, history, callback, t_start,
-                   record):
+def newton_iterate(sol, rho, dv, nelec, tol, max_steps, history, callback, t_start, record):
     """The refinement's "newton" iteration (:func:`rhosr.dft.refine.refine`): step 1 builds
     F[ρ_pred] and its D₁ as "pulay" does; every later step takes an input density matrix
     D_in, its mesh density (the labels' precision), F, D_out, and the residual
@@ -106,10 +105,11 @@ def newton_iterate(sol, rho, dv, nelec, tol, max_steps, mixing, history, callbac
     change only); the next D_in is the Pulay combination of the inputs plus the Newton step
     (:class:`HartreeNewton`, from step 2's orbitals) of the combined residual, in the
     overlap's metric tr(R_a S R_b S).  Only where :func:`newton_fits`: the refinement runs
-    "pulay" elsewhere.  ``sol``: the
-    refinement's solver; ``record``: its log of a step.  Returns (trace, best)."""
+    "pulay" elsewhere.  ``sol``: the refinement's solver; ``record``: its log of a step.
+    Returns (trace, best)."""
     s = sol.s
-    mixer = PulayMixer(history, mixing, metric=lambda a, b: float(np.sum((a @ s) * (b @ s).T)))
+    # β is never used: every mixing step has the Newton step as its preconditioner
+    mixer = PulayMixer(history, 1.0, metric=lambda a, b: float(np.sum((a @ s) * (b @ s).T)))
     trace, best, dm_in, newton, rho_in = [], None, None, None, rho
     for k in range(1, max_steps + 1):
         if dm_in is not None:

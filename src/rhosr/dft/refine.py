@@ -236,8 +236,8 @@ def _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, *, tol, max_step
     nelec = float(np.sum(rho) * grid.dv)
     rho = np.asarray(rho, dtype=np.float64)
     if method == "newton" and newton_fits(mf):
-        trace, best = newton_iterate(sol, rho, grid.dv, nelec, tol, max_steps, mixing, history,
-                                     callback, t_start, _record)
+        trace, best = newton_iterate(sol, rho, grid.dv, nelec, tol, max_steps, history, callback,
+                                     t_start, _record)
     else:
         iterate = _pulay if method == "pulay" else _fock_diis
         trace, best = iterate(sol, rho, grid.dv, nelec, tol, max_steps, method, mixing, history,
