@@ -88,6 +88,18 @@ def test_newton_step_inverts_the_fitted_hartree_response(ammonia):
     assert not newton_fits(smeared)  # fractional occupations: "pulay" instead
 
 
+def test_newton_where_it_cannot_apply_runs_pulay(ammonia):
+    """With smearing there is no Newton step: "newton" runs Pulay mixing of densities, step for
+    step, and says so."""
+    mol, fine, pos, ref = ammonia
+    start = 0.7 * ref.density + 0.3 * sad_density(mol.symbols, pos, fine)
+    runs = [refine(mol.symbols, pos, fine, start, smearing=0.01, tol=1e-7, max_steps=5,
+                   method=method, pointwise=False) for method in ("newton", "pulay")]
+    assert [r.method for r in runs] == ["pulay", "pulay"]
+    assert np.allclose(runs[0].residuals, runs[1].residuals, rtol=1e-8, atol=0)
+    assert runs[0].residuals[-1] < 0.1 * runs[0].residuals[0]
+
+
 def test_a_short_pulay_history_reaches_the_same_fixed_point(ammonia):
     """The history drops its oldest input and residual (kept inner products shifted) once
     full: history 2 still converges, to the default's density and energy."""

@@ -118,7 +118,7 @@ def _guess_start(mol, fine, pos, rho, smearing, threads, verbose=False):
                   file=sys.stderr, flush=True)
         return None, time.perf_counter() - t0, "minao"
     how = (f"rhosr (the prediction refined by {res.steps} Kohn-Sham steps, "
-           f"{SCF_START_METHOD} mixing, to a residual {res.residuals[res.best_step - 1]:.1e})")
+           f"{res.method} mixing, to a residual {res.residuals[res.best_step - 1]:.1e})")
     return res.start, time.perf_counter() - t0, how
 
 

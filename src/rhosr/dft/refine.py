@@ -15,12 +15,9 @@ mixing) are there to be measured against it.
 
 Each step costs less than an SCF cycle (one collocated density, one potential by real FFTs,
 one integration, one diagonalisation); the cell, core Hamiltonian, overlap, Coulomb kernel
-and multigrid task lists are built once.  Most steps are loose (``loose``, ``refresh``):
-their collocation and integration use a task list at a looser multigrid precision, about
-half the work, for the change since the last full step only, added to that step's results
-(:class:`_Solver`); the first step is full, and another whenever the residual has fallen
-``refresh``-fold since the last full one, so the loose error stays far below the
-residual.  The mixed densities are not clipped at zero: a collocated density rings a little
+and multigrid task lists are built once.  Most steps are loose: the change since the last
+full step at a looser multigrid precision, about half the work (:class:`_Solver`; ``loose``,
+``refresh``).  The mixed densities are not clipped at zero: a collocated density rings a little
 below zero in the vacuum, and a clipped input could never meet it (the residual stalled at
 3e-8–5e-7).  :func:`scf_from_density` runs the labels' SCF from the D of a tightly
 converged refinement (``rhosr scf --guess rhosr``, ``rhosr generate --guess rhosr``).
@@ -101,6 +98,9 @@ class RefineResult:
     dm: np.ndarray | None = None
     #: the returned D with its potential, for the SCF (``handover``)
     start: SCFStart | None = None
+    #: the iteration that ran (:data:`METHODS`): "newton" asked for runs "pulay" where it
+    #: cannot apply (:func:`rhosr.dft.newton.newton_fits`)
+    method: str = "pulay"
 
 
 class _Solver:
@@ -109,12 +109,9 @@ class _Solver:
 
     A full step evaluates F[ρ] and ρ[D] at the labels' precision and keeps, when loose steps
     are on, its potential and D with their results.  A loose step evaluates only the change
-    since then at the loose precision and adds it to them (a defect correction; integration
-    and collocation are linear, so this equals the loose evaluation plus the full − loose
-    difference at the full step, without evaluating that difference): its error is the loose
-    error of the *change*, about 1e-3 of it at precision 1e-5, not of the whole.
-    ``refresh``: the residual's fall since the last full step that calls for the next
-    (:func:`_pulay`)."""
+    since then at the loose precision and adds it to them (a defect correction: integration
+    and collocation are linear), so its error is about 1e-3 of the *change* at precision
+    1e-5.  ``refresh``: the residual's fall that calls for the next full step (:func:`_pulay`)."""
 
     def __init__(self, mf, timings: dict, loose: float | None = None,
                  refresh: float = REFINE_REFRESH):
@@ -235,7 +232,9 @@ def _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, *, tol, max_step
     sol = _Solver(mf, timings, loose, refresh)
     nelec = float(np.sum(rho) * grid.dv)
     rho = np.asarray(rho, dtype=np.float64)
-    if method == "newton" and newton_fits(mf):
+    if method == "newton" and not newton_fits(mf):
+        method = "pulay"
+    if method == "newton":
         trace, best = newton_iterate(sol, rho, grid.dv, nelec, tol, max_steps, history, callback,
                                      t_start, _record)
     else:
@@ -250,6 +249,7 @@ def _refine_on(mf, t_start, symbols, positions_bohr, grid, rho, *, tol, max_step
     e_ks = _energy_ks(sol, best[3], terms) if energy_ks else float("nan")
     result = _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_start,
                      pointwise, keep_orbitals, converged=best[0] <= tol, energy_ks=e_ks)
+    result.method = method
     if handover:
         result.start = SCFStart(best[3], terms["veff"], terms["e_coul"], terms["e_xc"])
     return result, sol.h
@@ -349,7 +349,7 @@ def _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_star
 def refined_density(density, result: RefineResult):
     """A new Density holding the refined density of ``result``, its meta saying so."""
     meta = dict(density.meta)
-    meta.update({"refined": f"{result.steps} Kohn-Sham step(s), Pulay mixing (rhosr.dft.refine)",
+    meta.update({"refined": f"{result.steps} Kohn-Sham step(s), {result.method} (rhosr.dft.refine)",
                  "refine_converged": result.converged, "refine_steps": result.steps,
                  "refine_residual": result.residuals[result.best_step - 1],
                  "energy_hartree": result.energy, "refine_seconds": result.seconds})
