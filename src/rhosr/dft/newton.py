@@ -109,7 +109,8 @@ def newton_iterate(sol, rho, dv, nelec, tol, max_steps, history, callback, t_sta
     Returns (trace, best)."""
     s = sol.s
     # β is never used: every mixing step has the Newton step as its preconditioner
-    mixer = PulayMixer(history, 1.0, metric=lambda a, b: float(np.sum((a @ s) * (b @ s).T)))
+    mixer = PulayMixer(history, 1.0, metric=lambda a, b: float(np.sum(a * b.T)),
+                       weigh=lambda r: r @ s)
     trace, best, dm_in, newton, rho_in = [], None, None, None, rho
     for k in range(1, max_steps + 1):
         if dm_in is not None:
