@@ -98,8 +98,7 @@ class RefineResult:
     dm: np.ndarray | None = None
     #: the returned D with its potential, for the SCF (``handover``)
     start: SCFStart | None = None
-    #: the iteration that ran (:data:`METHODS`): "newton" asked for runs "pulay" where it
-    #: cannot apply (:func:`rhosr.dft.newton.newton_fits`)
+    #: the iteration that ran (:data:`METHODS`; "newton" runs "pulay" where it cannot apply)
     method: str = "pulay"
 
 
@@ -349,7 +348,8 @@ def _result(symbols, positions_bohr, grid, rho, mf, best, trace, timings, t_star
 def refined_density(density, result: RefineResult):
     """A new Density holding the refined density of ``result``, its meta saying so."""
     meta = dict(density.meta)
-    meta.update({"refined": f"{result.steps} Kohn-Sham step(s), {result.method} (rhosr.dft.refine)",
+    how = f"{result.steps} Kohn-Sham step(s), {result.method!r} iteration (rhosr.dft.refine)"
+    meta.update({"refined": how,
                  "refine_converged": result.converged, "refine_steps": result.steps,
                  "refine_residual": result.residuals[result.best_step - 1],
                  "energy_hartree": result.energy, "refine_seconds": result.seconds})
