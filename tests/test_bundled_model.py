@@ -26,8 +26,8 @@ def test_bundled_model_ships_with_its_card():
         assert needed in text
 
 
-# measured with the bundled unet-charge (2026-12-07, cooldown step 69 058): methane 0.60 % vs SAD
-# 17.5 %, ammonia 1.10 %
+# measured with the bundled unet-charge (2026-12-07, cooldown step 72 529): methane 0.62 % vs SAD
+# 17.5 %, ammonia 1.11 %
 # (ammonia, with its lone pair, is far from the 14-24-atom training molecules)
 @pytest.mark.parametrize("name, factor", [("qm9_000001", 0.1), ("qm9_000002", 0.25)])
 def test_bundled_model_beats_sad_on_published_density(name, factor):
